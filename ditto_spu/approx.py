@@ -1,0 +1,226 @@
+"""MPC-friendly approximations of GeLU and softmax, and a ring-safe attention mask.
+
+Every function is pure JAX and dtype-preserving: it computes in its input's dtype and
+returns that dtype, so the compiler (which assigns rings from dtypes) sees exactly the
+precision the caller chose. The one deliberate exception is the softmax's ``high_dtype``
+argument: the normalisation (exp / sum / division, or the 2Quad sum / division) then runs
+in ``high_dtype`` and the result is cast back to the input's dtype. The two casts are
+where the compiler inserts an up-cast and a down-cast (Ditto's mixed-precision softmax).
+
+Sources of the formulas and constants: /work/shared/design/REFERENCE.md.
+
+GeLU
+  * :func:`gelu_exact`  - x·Φ(x) (erf) or its tanh form, as ``jax.nn.gelu``.
+  * :func:`gelu_quad`   - MPCFormer's quad, ``0.125·x² + 0.25·x + 0.5`` (their training
+    code; Ditto uses the same constants). Not a close fit of GeLU: it is meant to be
+    used with distillation.
+  * :func:`gelu_puma`   - PUMA's piecewise polynomial (0 | cubic | even sextic + x/2 | x).
+
+Softmax (``mask``: broadcastable to ``x``, true/1 = attend, false/0 = masked out)
+  * :func:`softmax_exact` - ``jax.nn.softmax(x + bias)``.
+  * :func:`softmax_2quad` - MPCFormer's ``(x + c)²·mask / Σ``, c = 5.
+  * :func:`softmax_puma`  - PUMA: ``x − max``, ``b = x > −14``, ``e = exp(x)·b``, ``e / Σe``.
+
+Masking
+  HF's Flax models turn a padding / causal mask into an additive bias of
+  ``finfo(dtype).min`` (−3.4e38), which no fixed-point ring holds. We use
+  :data:`MASK_BIAS` = −1024 (= −2^10) instead, see its comment.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# ---- constants -------------------------------------------------------------------
+
+#: Additive attention bias of a masked-out position (replaces ``finfo(dtype).min``).
+#:
+#: Why −1024 = −2^10:
+#:  * It is a power of two, so every fixed-point encoding represents it exactly.
+#:  * It fits every ring we use with room to spare: FXP64[f=18] holds |v| < 2^44 and
+#:    FXP32[f] holds |v| < 2^(30−f). The largest masked value, ``x − max(x)``, is at most
+#:    1024 + 2·max|score| in magnitude: it fits FXP32 up to f = 18 while |scores| < 1536
+#:    (f = 17: < 3584). Ditto's FXP32 fraction bits are ~8–14, where the margin is 16×
+#:    or more. −1e4 would fit FXP32 only up to f = 15, and −3.4e38 no ring at all.
+#:  * It is exact in float16 / bfloat16 (the plaintext stand-ins of FXP32).
+#:  * It is large enough: after ``x − max(x)`` a masked entry sits near −1024, far below
+#:    PUMA's exp cut-off −14 (so its weight is exactly 0), and exp(−1024) underflows to 0
+#:    in float32, so the exact softmax gives bit-for-bit the weights of ``finfo.min``
+#:    as long as the unmasked scores differ by less than ~900 (true for BERT / GPT-2,
+#:    whose attention logits stay within a few hundred).
+#: The 2Quad softmax does not use it: it masks multiplicatively (as MPCFormer does),
+#: because (x − 1024 + 5)² would be huge rather than small.
+MASK_BIAS: float = -1024.0
+
+#: PUMA's softmax cut-off: entries with x − max(x) <= −14 get weight exactly 0.
+PUMA_EXP_CUTOFF: float = -14.0
+
+#: MPCFormer's quad GeLU coefficients (x², x, 1).
+QUAD_GELU_COEFFS: tuple[float, float, float] = (0.125, 0.25, 0.5)
+
+#: MPCFormer's 2Quad shift c in (x + c)².
+TWO_QUAD_C: float = 5.0
+
+# PUMA GeLU pieces (spu commit 186c8384, flax_llama7b.py `hack_gelu`).
+PUMA_GELU_BREAKS: tuple[float, float, float] = (-4.0, -1.95, 3.0)
+PUMA_GELU_A: tuple[float, ...] = (  # a0 + a1 x + a2 x^2 + a3 x^3 on [-4, -1.95)
+    -0.5054031199708174,
+    -0.42226581151983866,
+    -0.11807612951181953,
+    -0.011034134030615728,
+)
+PUMA_GELU_B: dict[int, float] = {  # b0 + b1 x + b2 x^2 + b4 x^4 + b6 x^6 on [-1.95, 3]
+    0: 0.008526321541038084,
+    1: 0.5,
+    2: 0.3603292692789629,
+    4: -0.037688200365904236,
+    6: 0.0018067462606141187,
+}
+
+
+# ---- GeLU ------------------------------------------------------------------------
+
+
+def gelu_exact(x: Array, approximate: bool = False) -> Array:
+    """GeLU(x) = x·Φ(x) (``approximate=False``, erf) or its tanh approximation."""
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def gelu_quad(x: Array) -> Array:
+    """MPCFormer's quad GeLU: 0.125·x² + 0.25·x + 0.5 (in ``x.dtype``)."""
+    c2, c1, c0 = QUAD_GELU_COEFFS
+    return c2 * jnp.square(x) + c1 * x + c0
+
+
+def gelu_puma(x: Array) -> Array:
+    """PUMA's piecewise GeLU (in ``x.dtype``).
+
+    0 for x < −4; a cubic on [−4, −1.95); an even sextic plus x/2 on [−1.95, 3]; x for
+    x > 3. Written as ``Σ indicator·piece`` (three comparisons, products by 0/1), which
+    is how it is evaluated under MPC: every piece is computed on every element.
+    Max abs error against the erf GeLU is about 0.01 (checked in the tests).
+    """
+    lo, mid, hi = PUMA_GELU_BREAKS
+    dtype = x.dtype
+    x2 = jnp.square(x)
+    x3 = x * x2
+    x4 = jnp.square(x2)
+    x6 = jnp.square(x3)
+    a0, a1, a2, a3 = PUMA_GELU_A
+    b = PUMA_GELU_B
+    cubic = a3 * x3 + a2 * x2 + a1 * x + a0
+    sextic = b[6] * x6 + b[4] * x4 + b[2] * x2 + b[1] * x + b[0]
+    in_cubic = jnp.logical_and(x >= lo, x < mid).astype(dtype)
+    in_sextic = jnp.logical_and(x >= mid, x <= hi).astype(dtype)
+    above = (x > hi).astype(dtype)
+    return in_cubic * cubic + in_sextic * sextic + above * x
+
+
+GELUS: dict[str, Callable[[Array], Array]] = {
+    "exact": gelu_exact,
+    "quad": gelu_quad,
+    "puma": gelu_puma,
+}
+
+
+# ---- masks -----------------------------------------------------------------------
+
+
+def mask_to_bias(mask: Array, dtype) -> Array:
+    """Additive bias from a keep-mask: 0 where ``mask`` is true/1, :data:`MASK_BIAS` else.
+
+    Arithmetic, not a select: ``(1 − m)·MASK_BIAS`` with ``m`` the mask as ``dtype``, so
+    under MPC it is one product by a public constant, whatever the mask's visibility.
+    """
+    m = mask.astype(dtype)
+    return (1 - m) * jnp.asarray(MASK_BIAS, dtype)
+
+
+def _split_dtypes(x: Array, high_dtype) -> tuple[jnp.dtype, jnp.dtype]:
+    low = x.dtype
+    high = jnp.dtype(high_dtype) if high_dtype is not None else low
+    return low, high
+
+
+# ---- softmax ---------------------------------------------------------------------
+
+
+def softmax_exact(
+    x: Array, mask: Optional[Array] = None, axis: int = -1, *, high_dtype=None
+) -> Array:
+    """``jax.nn.softmax(x + bias)`` with the ring-safe :data:`MASK_BIAS` for masked entries.
+
+    With ``high_dtype`` the bias is added in ``x.dtype`` and the softmax runs in
+    ``high_dtype``; the result is cast back to ``x.dtype``.
+    """
+    low, high = _split_dtypes(x, high_dtype)
+    if mask is not None:
+        x = x + mask_to_bias(mask, low)
+    return jax.nn.softmax(x.astype(high), axis=axis).astype(low)
+
+
+def softmax_2quad(
+    x: Array,
+    mask: Optional[Array] = None,
+    axis: int = -1,
+    *,
+    c: float = TWO_QUAD_C,
+    high_dtype=None,
+) -> Array:
+    """MPCFormer's 2Quad: ``s = (x + c)²·mask``, ``s / Σ s``.
+
+    ``(x + c)²`` and the masking run in ``x.dtype``; the sum and the division in
+    ``high_dtype`` (default: ``x.dtype``); the result is in ``x.dtype``.
+    """
+    low, high = _split_dtypes(x, high_dtype)
+    s = jnp.square(x + c)
+    if mask is not None:
+        s = s * mask.astype(low)
+    s = s.astype(high)
+    return (s / jnp.sum(s, axis=axis, keepdims=True)).astype(low)
+
+
+def softmax_puma(
+    x: Array,
+    mask: Optional[Array] = None,
+    axis: int = -1,
+    *,
+    cutoff: float = PUMA_EXP_CUTOFF,
+    high_dtype=None,
+) -> Array:
+    """PUMA's softmax: ``x ← x + bias − max(x)``; ``b = x > cutoff``; ``e = exp(x)·b``; ``e/Σe``.
+
+    The bias, the shift by the max and the cut-off comparison run in ``x.dtype``; exp,
+    sum and division in ``high_dtype`` (default: ``x.dtype``), result in ``x.dtype``.
+    With x in float16 and ``high_dtype=float32`` this is Ditto's mixed-precision softmax
+    (the cast of the shifted scores is where the compiler up-casts FXP32 → FXP64).
+    Under MPC the cut-off keeps exp's Taylor form from overflowing on large negatives;
+    in plaintext it sets weights below e^−14 ≈ 8e−7 to exactly 0.
+    """
+    low, high = _split_dtypes(x, high_dtype)
+    if mask is not None:
+        x = x + mask_to_bias(mask, low)
+    x = x - jnp.max(x, axis=axis, keepdims=True)
+    keep = x > cutoff
+    xh = x.astype(high)
+    e = jnp.exp(xh) * keep.astype(high)
+    return (e / jnp.sum(e, axis=axis, keepdims=True)).astype(low)
+
+
+SOFTMAXES: dict[str, Callable[..., Array]] = {
+    "exact": softmax_exact,
+    "2quad": softmax_2quad,
+    "puma": softmax_puma,
+}
+
+
+def check_mask_bias_fits(frac_bits: int, ring_bits: int, max_abs_score: float = 0.0) -> bool:
+    """Whether a masked score after the max shift (|v| <= |MASK_BIAS| + 2·max|score|) fits
+    SPU's safe range |v·2^f| < 2^(l−2) of a ``ring_bits``-bit ring with ``frac_bits``."""
+    worst = abs(MASK_BIAS) + 2.0 * abs(max_abs_score)
+    return worst * 2.0**frac_bits < 2.0 ** (ring_bits - 2)

@@ -1,0 +1,178 @@
+"""Kernel vocabulary: the party context, counted message exchange, and the registry.
+
+A kernel is protocol code run by all three parties in lock step. It receives a
+:class:`PartyContext` (rank, counted link, pairwise PRG, stats, checked flag) and never
+touches SPU runtimes. Cast kernels are registered per (source ring, destination ring)
+pattern and looked up with :func:`find_cast_kernel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..errors import RingError
+from ..rings import RingSpec
+from ..shares import AShare
+
+WORLD_SIZE = 3
+
+
+@dataclasses.dataclass
+class CommStats:
+    """Communication of one party: bytes and messages sent/received, rounds."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    rounds: int = 0
+
+    def add(self, other: "CommStats") -> None:
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.messages_sent += other.messages_sent
+        self.rounds += other.rounds
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class CountedLink:
+    """A party's view of the link for kernel messages, counting every byte and round.
+
+    ``raw`` is a ``libspu.link.Context`` (in-memory or brpc); the same link carries SPU's
+    own traffic, so every party must call :meth:`exchange` in the same order.
+    """
+
+    def __init__(self, raw, stats: CommStats | None = None):
+        self.raw = raw
+        self.rank = raw.rank
+        self.stats = stats if stats is not None else CommStats()
+
+    def exchange(self, sends: dict, recv_from: list) -> dict:
+        """One communication round: send ``{dst: bytes}``, then receive from each src.
+
+        Counts one round when this party sends or receives anything.
+        """
+        for dst, payload in sends.items():
+            if dst == self.rank:
+                raise ValueError(f"party {self.rank} tried to send to itself")
+            data = bytes(payload)
+            self.raw.send_async(dst, data)
+            self.stats.bytes_sent += len(data)
+            self.stats.messages_sent += 1
+        received = {}
+        for src in recv_from:
+            data = self.raw.recv(src)
+            self.stats.bytes_received += len(data)
+            received[src] = data
+        if sends or recv_from:
+            self.stats.rounds += 1
+        return received
+
+
+@dataclasses.dataclass
+class PartyContext:
+    """Everything a kernel may use on one party."""
+
+    rank: int
+    link: CountedLink
+    prg: "object"  # kernels.prg.PairwisePRG (or a test double with the same methods)
+    checked: bool = False
+
+    @property
+    def next_rank(self) -> int:
+        return (self.rank + 1) % WORLD_SIZE
+
+    @property
+    def prev_rank(self) -> int:
+        return (self.rank - 1) % WORLD_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelResult:
+    share: AShare
+    comm: CommStats
+    seconds: float
+
+
+class CastKernel(Protocol):
+    """A registered ring conversion.
+
+    Attributes state its contract: ``name``; ``max_error_ulps`` (in ulps of the
+    destination ring); ``rounds``; ``bits_per_element`` (all parties together).
+    ``applies(src, dst)`` says whether it handles that pair; calling it runs the protocol.
+    """
+
+    name: str
+    max_error_ulps: float
+    rounds: int
+    bits_per_element: int
+
+    def applies(self, src: RingSpec, dst: RingSpec) -> bool: ...
+
+    def __call__(self, ctx: PartyContext, share: AShare, dst: RingSpec) -> AShare: ...
+
+
+_REGISTRY: list = []
+
+
+def register_cast_kernel(kernel) -> object:
+    """Add a kernel to the registry (later registrations win over earlier ones)."""
+    _REGISTRY.insert(0, kernel)
+    return kernel
+
+
+def registered_cast_kernels() -> list:
+    _ensure_builtin_kernels()
+    return list(_REGISTRY)
+
+
+def find_cast_kernel(src: RingSpec, dst: RingSpec):
+    """The kernel that converts ``src`` to ``dst``; RingError naming both if none."""
+    _ensure_builtin_kernels()
+    for k in _REGISTRY:
+        if k.applies(src, dst):
+            return k
+    raise RingError(
+        f"no registered cast kernel converts {src} to {dst}; registered: "
+        + ", ".join(k.name for k in _REGISTRY)
+    )
+
+
+def run_cast(ctx: PartyContext, share: AShare, dst: RingSpec) -> KernelResult:
+    """Find and run the cast kernel for ``share.ring -> dst``, measuring its cost."""
+    kernel = find_cast_kernel(share.ring, dst)
+    before = dataclasses.replace(ctx.link.stats)
+    t0 = time.perf_counter()
+    out = kernel(ctx, share, dst)
+    seconds = time.perf_counter() - t0
+    after = ctx.link.stats
+    delta = CommStats(
+        after.bytes_sent - before.bytes_sent,
+        after.bytes_received - before.bytes_received,
+        after.messages_sent - before.messages_sent,
+        after.rounds - before.rounds,
+    )
+    return KernelResult(out, delta, seconds)
+
+
+_BUILTINS_LOADED = False
+
+
+def _ensure_builtin_kernels() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        from . import downcast, rescale, upcast  # noqa: F401  (registration side effect)
+
+
+def as_array(data: bytes, dtype, shape) -> np.ndarray:
+    """Decode a received message into an array of known dtype and shape."""
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+CastFn = Callable[[PartyContext, AShare, RingSpec], AShare]

@@ -1,0 +1,186 @@
+"""partition: split a cast-explicit Graph into single-ring segments and cast steps.
+
+Contract:
+
+* every op node (regions included, never split) lands in exactly one
+  :class:`SegmentPart` of its ring; every cast node is one :class:`CastPart`;
+* parts come in dependency order: a part only reads function arguments and values
+  written by earlier parts;
+* constant-only nodes are not placed: each segment lists in ``consts`` the ones it needs,
+  to be cloned into it (constants never cross segments);
+* only live values cross: a segment's ``inputs`` are the non-constant values it reads but
+  does not define, its ``outputs`` the values it defines that a later part reads or the
+  function returns;
+* few ring boundaries: greedy list scheduling — run every ready cast, then open a segment
+  in the ring whose ready ops grow into the largest segment (ties: the ring of the
+  earliest op in program order), and keep adding ready ops of that ring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ditto_spu.rings import RingSpec
+
+from .graph import CompileError, Graph
+
+
+@dataclasses.dataclass
+class SegmentPart:
+    index: int
+    ring: RingSpec
+    nodes: list  # op node ids, in a dependency order
+    consts: list  # constant-only node ids to clone in, in a dependency order
+    inputs: list  # value ids read from outside
+    outputs: list  # value ids live after the segment
+
+
+@dataclasses.dataclass
+class CastPart:
+    node: int
+    src: int  # value id
+    dst: int  # value id
+    src_ring: RingSpec
+    dst_ring: RingSpec
+
+
+def _deps(graph, node) -> set:
+    deps = set()
+    for vid in node.inputs:
+        p = graph.values[vid].producer
+        if p is not None and not graph.nodes[p].const:
+            deps.add(p)
+    return deps
+
+
+def partition(graph: Graph) -> list:
+    order = [n for n in graph.topological_nodes() if not n.const]
+    position = {n.id: i for i, n in enumerate(order)}
+    deps = {n.id: _deps(graph, n) for n in order}
+    remaining_ops = [n for n in order if not n.is_cast]
+    remaining_casts = [n for n in order if n.is_cast]
+    done: set = set()
+    parts: list = []
+    segments: list = []
+
+    while remaining_ops or remaining_casts:
+        progress = True
+        while progress:
+            progress = False
+            for c in list(remaining_casts):
+                if deps[c.id] <= done:
+                    src, dst = c.operands[0], c.results[0]
+                    parts.append(
+                        CastPart(c.id, src, dst, graph.values[src].ring, graph.values[dst].ring)
+                    )
+                    done.add(c.id)
+                    remaining_casts.remove(c)
+                    progress = True
+        if not remaining_ops:
+            if remaining_casts:
+                raise CompileError(
+                    "internal error: casts left whose sources are never computed: "
+                    + ", ".join(c.describe() for c in remaining_casts)
+                )
+            break
+        best = None
+        for ring in dict.fromkeys(n.ring for n in remaining_ops if deps[n.id] <= done):
+            members = _grow(remaining_ops, ring, done, deps)
+            key = (len(members), -position[members[0]])
+            if best is None or key > best[0]:
+                best = (key, ring, members)
+        if best is None:
+            raise CompileError(
+                "internal error: no op is ready; the graph has a cycle through casts near "
+                + remaining_ops[0].describe()
+            )
+        _, ring, members = best
+        seg = SegmentPart(len(segments), ring, members, [], [], [])
+        segments.append(seg)
+        parts.append(seg)
+        done.update(members)
+        member_set = set(members)
+        remaining_ops = [n for n in remaining_ops if n.id not in member_set]
+
+    _fill_liveness(graph, parts, segments)
+    return parts
+
+
+def _grow(remaining_ops, ring, done, deps) -> list:
+    members: list = []
+    inside: set = set()
+    for n in remaining_ops:  # dependency order: one pass sees every ready chain
+        if n.ring == ring and deps[n.id] <= (done | inside):
+            members.append(n.id)
+            inside.add(n.id)
+    return members
+
+
+def _fill_liveness(graph, parts, segments) -> None:
+    later_reads: dict = {}  # value id -> set of part indices reading it
+    for i, part in enumerate(parts):
+        if isinstance(part, CastPart):
+            later_reads.setdefault(part.src, set()).add(i)
+        else:
+            for nid in part.nodes:
+                for vid in graph.nodes[nid].inputs:
+                    later_reads.setdefault(vid, set()).add(i)
+    returned = set(graph.outputs)
+    for i, part in enumerate(parts):
+        if not isinstance(part, SegmentPart):
+            continue
+        defined = set()
+        for nid in part.nodes:
+            defined.update(graph.nodes[nid].results)
+        consts: set = set()
+        inputs: list = []
+        for nid in part.nodes:
+            for vid in graph.nodes[nid].inputs:
+                p = graph.values[vid].producer
+                if p is not None and graph.nodes[p].const:
+                    _collect_consts(graph, p, consts)
+                elif vid not in defined and vid not in inputs:
+                    inputs.append(vid)
+        part.consts = sorted(consts)
+        part.inputs = inputs
+        part.outputs = [
+            vid
+            for nid in part.nodes
+            for vid in graph.nodes[nid].results
+            if vid in returned or any(j != i for j in later_reads.get(vid, ()))
+        ]
+
+
+def _collect_consts(graph, nid, acc: set) -> None:
+    if nid in acc:
+        return
+    acc.add(nid)
+    for vid in graph.nodes[nid].inputs:
+        p = graph.values[vid].producer
+        if p is not None:
+            _collect_consts(graph, p, acc)
+
+
+def describe_parts(graph, parts) -> str:
+    """Human-readable listing of segments and casts (used by ``ditto-spu compile``)."""
+    lines = []
+    for p in parts:
+        if isinstance(p, SegmentPart):
+            ops: dict = {}
+            for nid in p.nodes:
+                name = graph.nodes[nid].op_name.replace("stablehlo.", "")
+                ops[name] = ops.get(name, 0) + 1
+            summary = ", ".join(f"{k}×{v}" if v > 1 else k for k, v in ops.items())
+            lines.append(
+                f"segment {p.index} in {p.ring}: {len(p.nodes)} ops ({summary}), "
+                f"{len(p.consts)} constants cloned; reads "
+                f"{', '.join(graph.values[v].label for v in p.inputs) or '-'}; writes "
+                f"{', '.join(graph.values[v].label for v in p.outputs) or '-'}"
+            )
+        else:
+            s, d = graph.values[p.src], graph.values[p.dst]
+            lines.append(
+                f"  cast {s.label} -> {d.label}: {p.src_ring} -> {p.dst_ring} "
+                f"{d.type_str} ({graph.nodes[p.node].note})"
+            )
+    return "\n".join(lines)
