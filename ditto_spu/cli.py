@@ -15,6 +15,7 @@ import sys
 def _cmd_casts(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
+    from rich.markup import escape
     from rich.table import Table
 
     from .cast_report import STANDARD_PAIRS, measure_all
@@ -36,8 +37,8 @@ def _cmd_casts(args) -> int:
     for r in results:
         table.add_row(
             r.kernel,
-            r.src,
-            r.dst,
+            escape(r.src),
+            escape(r.dst),
             f"{r.max_err_ulps:.3g}",
             f"{r.stated_max_err_ulps:.3g}",
             f"{r.bits_per_element:.1f}",

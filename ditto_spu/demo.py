@@ -14,6 +14,7 @@ import numpy as np
 
 def run_demo(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
@@ -45,7 +46,7 @@ def run_demo(args) -> int:
         table.add_row(
             row["step"],
             row["kind"],
-            row["ring"],
+            escape(row["ring"]),
             f"{row['wall_s']:.3f}",
             " / ".join(f"{b:,}" for b in row["bytes_sent"]),
             str(row["rounds"]),

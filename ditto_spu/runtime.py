@@ -15,7 +15,7 @@ import itertools
 import time
 
 from . import native
-from .errors import DittoError, PlanError
+from .errors import DittoError, PartyError, PlanError
 from .kernels.base import CommStats, CountedLink, PartyContext, run_cast
 from .plan import KernelStep, Plan, Segment
 from .profile_log import ProfileLog
@@ -137,12 +137,10 @@ class PartyRuntime:
                     stats.append(self._run_kernel(step, plan.variables[step.dst].dtype))
                 else:
                     raise PlanError(f"unknown step type {type(step).__name__}")
-            except DittoError:
-                raise
+            except DittoError as e:
+                raise PartyError(self.rank, f"{index}:{step.name}", e) from e
             except Exception as e:  # SPU raises RuntimeError with a C++ trace
-                raise DittoError(
-                    f"party {self.rank}, step {index} ({step.name!r}): {_first_line(e)}"
-                ) from e
+                raise PartyError(self.rank, f"{index}:{step.name}", _first_line(e)) from e
             for name in dead.get(index, ()):
                 self.delete(name)
         outputs = {b.name: self.get_share(b.name, b.info.ring) for b in plan.outputs}

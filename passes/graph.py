@@ -204,3 +204,38 @@ class Graph:
         for n in base:
             visit(n)
         return order
+
+
+def format_graph(graph: Graph) -> str:
+    """The function as annotated IR: one line per node with each value's ring.
+
+    ``%v5 : tensor<4x8xf16> FXP32[f=8] = dot_general(%a0, %v3)   # scope``; constants
+    show ``const`` (cloned where used), casts show ``cast src -> dst``.
+    """
+    vals = graph.values
+
+    def ring_of(v):
+        return str(v.ring) if v.ring is not None else "const"
+
+    lines = []
+    args = ", ".join(
+        f"{vals[a].label}: {vals[a].type_str} {ring_of(vals[a])}"
+        + (f" ({graph.arg_names[i]})" if i < len(graph.arg_names) and graph.arg_names[i] else "")
+        for i, a in enumerate(graph.args)
+    )
+    lines.append(f"func @main({args})")
+    for n in graph.topological_nodes():
+        res = ", ".join(f"{vals[r].label} : {vals[r].type_str} {ring_of(vals[r])}" for r in n.results)
+        ins = ", ".join(vals[v].label for v in n.inputs)
+        if n.is_cast:
+            src = vals[n.operands[0]]
+            line = f"  {res} = cast {src.label} {src.ring} -> {n.ring}  [{n.note}]"
+        else:
+            name = n.op_name.replace("stablehlo.", "")
+            regions = f" {{{len(n.op.regions)} region(s)}}" if n.op is not None and len(n.op.regions) else ""
+            line = f"  {res} = {name}({ins}){regions}"
+        if n.location.scope:
+            line += f"    # {n.location.scope}"
+        lines.append(line)
+    lines.append("  return " + ", ".join(vals[o].label for o in graph.outputs))
+    return "\n".join(lines)

@@ -12,9 +12,10 @@ Contract, on a ring-annotated Graph:
   convert to the same type, the first convert is the cast and the others reuse its
   result; otherwise one cast keeps the value's type and the converts become ordinary
   (in-ring) converts of the cast result;
-* an integer or boolean value never crosses rings (the cast kernels move fixed-point
-  reals): that raises CompileError naming both ops. Convert it to a float before it
-  crosses, or give the integer ops a consistent ring through the policy.
+* integer values cross like floats (the kernels keep them unscaled: 0 fraction bits);
+  a boolean (i1) value cannot cross rings — SPU may hold it as a boolean share, which
+  the cast kernels do not take — and raises CompileError naming both ops. Convert it to
+  an integer or float before it crosses, or give both ops one ring through the policy.
 
 After this pass every op reads only values of its own ring.
 """
@@ -43,7 +44,7 @@ def insert_casts(graph: Graph) -> Graph:
             v = values[vid]
             if v.ring is None or v.ring == n.ring:
                 continue
-            if not v.is_float:
+            if v.elem == "i1":
                 producer = (
                     f"{graph.nodes[v.producer].describe()}"
                     if v.producer is not None
@@ -51,9 +52,9 @@ def insert_casts(graph: Graph) -> Graph:
                 )
                 raise CompileError(
                     f"{v.dtype} value {v.label} {v.type_str} defined by {producer} in {v.ring} "
-                    f"is used by {n.describe()} in {n.ring}: integer and boolean values cannot "
-                    f"change rings; convert it to a float first, or adjust the policy so "
-                    f"both ops share a ring"
+                    f"is used by {n.describe()} in {n.ring}: boolean values cannot change "
+                    f"rings; convert it to an integer or float first (e.g. "
+                    f"x.astype(jnp.int32)), or adjust the policy so both ops share a ring"
                 )
             kind = "convert" if _is_float_convert(graph, n) else "edge"
             crossings.setdefault((vid, n.ring), []).append((n, kind))

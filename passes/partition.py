@@ -11,9 +11,12 @@ Contract:
 * only live values cross: a segment's ``inputs`` are the non-constant values it reads but
   does not define, its ``outputs`` the values it defines that a later part reads or the
   function returns;
-* few ring boundaries: greedy list scheduling — run every ready cast, then open a segment
-  in the ring whose ready ops grow into the largest segment (ties: the ring of the
-  earliest op in program order), and keep adding ready ops of that ring.
+* few ring boundaries: greedy list scheduling on the critical path of ring changes. Each
+  node's *level* is the largest number of casts on a path from it to the function's end.
+  Run every ready cast, then open a segment in the ring of the ready op with the highest
+  level (ties: the ring whose ready ops grow into the largest segment, then the earliest
+  op), and add every op of that ring that becomes ready. Ops off the critical path thus
+  join a segment that has to exist anyway instead of opening one of their own.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def partition(graph: Graph) -> list:
     order = [n for n in graph.topological_nodes() if not n.const]
     position = {n.id: i for i, n in enumerate(order)}
     deps = {n.id: _deps(graph, n) for n in order}
+    level = _levels(order, deps)
     remaining_ops = [n for n in order if not n.is_cast]
     remaining_casts = [n for n in order if n.is_cast]
     done: set = set()
@@ -84,9 +88,11 @@ def partition(graph: Graph) -> list:
                 )
             break
         best = None
-        for ring in dict.fromkeys(n.ring for n in remaining_ops if deps[n.id] <= done):
+        ready = [n for n in remaining_ops if deps[n.id] <= done]
+        for ring in dict.fromkeys(n.ring for n in ready):
             members = _grow(remaining_ops, ring, done, deps)
-            key = (len(members), -position[members[0]])
+            critical = max(level[n.id] for n in ready if n.ring == ring)
+            key = (critical, len(members), -position[members[0]])
             if best is None or key > best[0]:
                 best = (key, ring, members)
         if best is None:
@@ -104,6 +110,19 @@ def partition(graph: Graph) -> list:
 
     _fill_liveness(graph, parts, segments)
     return parts
+
+
+def _levels(order, deps) -> dict:
+    """node id -> most casts on any path from the node to the end of the function."""
+    users: dict = {}
+    for n in order:
+        for d in deps[n.id]:
+            users.setdefault(d, []).append(n.id)
+    level: dict = {}
+    for n in reversed(order):
+        below = max((level[u] for u in users.get(n.id, ())), default=0)
+        level[n.id] = below + (1 if n.is_cast else 0)
+    return level
 
 
 def _grow(remaining_ops, ring, done, deps) -> list:

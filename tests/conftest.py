@@ -1,4 +1,8 @@
-"""Test-session set-up: run under the aligned allocator (FM32 rings need it)."""
+"""Test-session set-up.
+
+The aligned allocator that FM32 rings need is put in place by ditto_spu.pytest_plugin
+(a pytest11 entry point, loaded before output capture starts); this file only checks it.
+"""
 
 import os
 
@@ -7,5 +11,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from ditto_spu import native  # noqa: E402
 
-# Re-executes pytest with LD_PRELOAD set when the allocator is not loaded yet.
-native.ensure_preloaded()
+if not native.is_active():
+    raise RuntimeError(
+        "tests must run under ditto-spu's aligned allocator: install the project "
+        "(`make setup`) so its pytest plugin loads, or run `make test`"
+    )

@@ -9,6 +9,7 @@ pattern and looked up with :func:`find_cast_kernel`.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Callable, Protocol
 
@@ -161,13 +162,20 @@ def run_cast(ctx: PartyContext, share: AShare, dst: RingSpec) -> KernelResult:
 
 
 _BUILTINS_LOADED = False
+_BUILTINS_LOCK = threading.Lock()
 
 
 def _ensure_builtin_kernels() -> None:
+    # Party threads look kernels up concurrently: load the built-ins exactly once, and
+    # let nobody see a half-filled registry.
     global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from . import downcast, rescale, upcast  # noqa: F401  (registration side effect)
+    if _BUILTINS_LOADED:
+        return
+    with _BUILTINS_LOCK:
+        if not _BUILTINS_LOADED:
+            from . import downcast, rescale, upcast  # noqa: F401  (registration side effect)
+
+            _BUILTINS_LOADED = True
 
 
 def as_array(data: bytes, dtype, shape) -> np.ndarray:

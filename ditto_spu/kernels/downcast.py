@@ -52,15 +52,24 @@ class DowncastFXP64ToFXP32:
         )
 
     @staticmethod
-    def _scaled_limit(shift: int) -> int:
-        """Largest |X / 2^d| (in destination ulps) for which the result fits 32 bits."""
-        return (1 << 31) - 2 if shift > 0 else (1 << 31) - 1
+    def _bounds(shift: int) -> tuple:
+        """Inclusive bounds on X = x·2^f for which the result fits a signed 32-bit word.
+
+        |X / 2^d| <= 2^31 - 2 when rounding (d > 0), <= 2^31 - 1 when exact (d <= 0),
+        compared in source units without rounding and clipped to the int64 range.
+        """
+        limit = (1 << 31) - 2 if shift > 0 else (1 << 31) - 1
+        bound = min(limit << shift if shift >= 0 else limit >> -shift, (1 << 63) - 1)
+        return -bound, bound
+
+    def valid_scaled_bounds(self, src: RingSpec, dst: RingSpec) -> tuple:
+        """Inclusive bounds on x·2^f_src (fixed-point tensors) for which the bound holds."""
+        return self._bounds(src.frac_bits - dst.frac_bits)
 
     def valid_range(self, src: RingSpec, dst: RingSpec) -> float:
         """Largest |x| (real, fixed-point tensors) for which the error bound holds."""
-        d = src.frac_bits - dst.frac_bits
-        limit = self._scaled_limit(d) * 2.0 ** -dst.frac_bits
-        return min(limit, (2.0**63 - 1) * 2.0 ** -src.frac_bits)
+        low, high = self.valid_scaled_bounds(src, dst)
+        return min(-low, high) * 2.0 ** -src.frac_bits
 
     def __call__(self, ctx, share: AShare, dst: RingSpec) -> AShare:
         if not self.applies(share.ring, dst):
@@ -80,15 +89,13 @@ class DowncastFXP64ToFXP32:
         return AShare(dst, share.shape, share.dtype, low)
 
     def _check(self, ctx, share: AShare, dst: RingSpec, d: int) -> None:
+        low, high = self._bounds(d)
         scaled = open_for_check(ctx, share)
-        limit = self._scaled_limit(d)
-        # |X / 2^d| <= limit, compared in source units without rounding
-        bound = limit << d if d >= 0 else limit >> -d
         require_within(
             ctx,
             scaled,
-            max(-bound, -(1 << 63)),
-            min(bound, (1 << 63) - 1),
+            low,
+            high,
             kernel=self.name,
             src=share.ring,
             dst=dst,

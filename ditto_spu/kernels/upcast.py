@@ -69,10 +69,13 @@ def _checked_open(kernel, ctx, share: AShare, dst: RingSpec, right_shift: int) -
 class _UpcastBase:
     rounds = 1
 
+    def valid_scaled_bounds(self, src: RingSpec, dst: RingSpec) -> tuple:
+        """Inclusive bounds on x·2^f' (fixed-point tensors) for which the bound holds."""
+        return _wrap_input_bounds(max(src.frac_bits - dst.frac_bits, 0))
+
     def valid_range(self, src: RingSpec, dst: RingSpec) -> float:
         """Largest |x| (real, fixed-point tensors) for which the stated error bound holds."""
-        d = max(src.frac_bits - dst.frac_bits, 0)
-        low, high = _wrap_input_bounds(d)
+        low, high = self.valid_scaled_bounds(src, dst)
         return min(-low, high) * 2.0 ** -src.frac_bits
 
     def __call__(self, ctx, share: AShare, dst: RingSpec) -> AShare:

@@ -1,0 +1,60 @@
+"""StableHLO passes: parse → annotate_rings → insert_casts → partition → emit.
+
+Each pass is a module with one contract (see its docstring) over the
+:class:`~passes.graph.Graph` vocabulary. :func:`compile_stablehlo` runs them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .annotate_rings import annotate_rings
+from .emit import Emitted, emit, segment_text
+from .graph import CompileError, Graph, format_graph
+from .insert_casts import casts, insert_casts
+from .parse import parse_module
+from .partition import CastPart, SegmentPart, describe_parts, partition
+
+__all__ = [
+    "CompileError",
+    "Graph",
+    "Compiled",
+    "compile_stablehlo",
+    "parse_module",
+    "annotate_rings",
+    "insert_casts",
+    "partition",
+    "emit",
+    "format_graph",
+    "describe_parts",
+    "segment_text",
+    "casts",
+    "SegmentPart",
+    "CastPart",
+]
+
+
+@dataclasses.dataclass
+class Compiled:
+    """Everything the pipeline produced, for running (``plan``) and for inspection."""
+
+    graph: Graph
+    parts: list
+    emitted: Emitted
+
+    @property
+    def plan(self):
+        return self.emitted.plan
+
+
+def compile_stablehlo(
+    source, policy=None, *, arg_names=None, compile: bool = True, copts=None
+) -> Compiled:
+    """Run every pass on StableHLO ``source`` (text or ir.Module) under ``policy``."""
+    graph = parse_module(source)
+    if arg_names is not None:
+        graph.arg_names = list(arg_names) + [""] * (len(graph.args) - len(arg_names))
+    annotate_rings(graph, policy)
+    insert_casts(graph)
+    parts = partition(graph)
+    return Compiled(graph, parts, emit(graph, parts, compile=compile, copts=copts))

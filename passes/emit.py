@@ -1,0 +1,182 @@
+"""emit: partitioned Graph -> a serializable :class:`~ditto_spu.plan.Plan`.
+
+Contract:
+
+* each :class:`~passes.partition.SegmentPart` becomes a standalone module with one
+  ``func.func public @main(inputs...) -> outputs...`` holding clones of its ops (regions
+  included) and of the constant-only ops it needs; :func:`segment_text` prints it and,
+  unless ``compile=False``, stock ``spu.compile`` (STABLEHLO source, every input
+  VIS_SECRET) turns it into the Segment's ``code``. Identical segment texts (identical
+  Transformer layers) are compiled once;
+* each :class:`~passes.partition.CastPart` becomes a ``KernelStep`` with kernel
+  ``"cast"``: the runtime picks the registered kernel for (src_ring, dst_ring);
+* variables get global names: ``in{i}`` for argument ``i``, ``v{id}`` for other values;
+  every variable has a VarInfo (ring, shape, logical dtype); one InputBinding per
+  function argument (secret, owner ``client``), one OutputBinding per distinct result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ditto_spu.plan import InputBinding, KernelStep, OutputBinding, Plan, Segment, VarInfo
+
+from .graph import CompileError, Graph
+from .parse import _walk_ops
+from .partition import CastPart, SegmentPart
+
+_CODE_CACHE: dict = {}
+
+
+@dataclasses.dataclass
+class Emitted:
+    """What :func:`emit` produced: the plan and the variable name of each graph value."""
+
+    plan: Plan
+    names: dict  # value id -> variable name
+    input_names: list  # per function argument
+    output_names: list  # per function result (may repeat)
+
+
+def variable_names(graph: Graph) -> dict:
+    names = {}
+    for i, vid in enumerate(graph.args):
+        names[vid] = f"in{i}"
+    for v in graph.values:
+        names.setdefault(v.id, f"v{v.id}")
+    return names
+
+
+def segment_module(graph: Graph, part: SegmentPart):
+    """Build the standalone ir.Module of one segment (in the graph's context)."""
+    from jaxlib.mlir import ir
+    from jaxlib.mlir.dialects import func
+
+    values = graph.values
+    with graph.context, ir.Location.unknown():
+        module = ir.Module.create()
+        in_types = [ir.Type.parse(values[v].type_str) for v in part.inputs]
+        out_types = [ir.Type.parse(values[v].type_str) for v in part.outputs]
+        with ir.InsertionPoint(module.body):
+            fn = func.FuncOp("main", (in_types, out_types), visibility="public")
+            block = fn.add_entry_block()
+        mapping = {vid: block.arguments[i] for i, vid in enumerate(part.inputs)}
+        ip = ir.InsertionPoint(block)
+        for nid in list(part.consts) + list(part.nodes):
+            node = graph.nodes[nid]
+            new = node.op.clone(ip=ip)
+            for i, vid in enumerate(node.operands):
+                new.operands[i] = mapping[vid]
+            if node.captures:
+                captured = {mv: mapping[vid] for mv, vid in node.captures}
+                for inner in _walk_ops(new):
+                    if inner is new:
+                        continue
+                    for i, operand in enumerate(inner.operands):
+                        if operand in captured:
+                            inner.operands[i] = captured[operand]
+            for old, r in zip(node.results, new.results):
+                mapping[old] = r
+        func.ReturnOp([mapping[v] for v in part.outputs], ip=ip)
+        if not module.operation.verify():
+            raise CompileError(f"internal error: segment {part.index} does not verify")
+    return module
+
+
+def segment_text(graph: Graph, part: SegmentPart, *, debug_info: bool = False) -> str:
+    """StableHLO text of one segment, as handed to ``spu.compile``."""
+    return segment_module(graph, part).operation.get_asm(enable_debug_info=debug_info)
+
+
+def _copts_key(copts):
+    if copts is None:
+        return None
+    return tuple(
+        (k, str(getattr(copts, k))) for k in sorted(dir(copts)) if not k.startswith("_")
+        and not callable(getattr(copts, k))
+    )
+
+
+def spu_compile(text: str, num_inputs: int, copts=None) -> bytes:
+    """Compile one segment's StableHLO with stock SPU (all inputs secret)."""
+    key = (text, _copts_key(copts))
+    if key in _CODE_CACHE:
+        return _CODE_CACHE[key]
+    import spu.api as spu_api
+    from spu import libspu
+
+    source = libspu.CompilationSource(
+        libspu.SourceIRType.STABLEHLO, text, [libspu.Visibility.VIS_SECRET] * num_inputs
+    )
+    try:
+        code = spu_api.compile(source, copts if copts is not None else libspu.CompilerOptions())
+    except Exception as e:
+        raise CompileError(f"spu.compile rejected a segment: {e}\n--- segment ---\n{text}") from None
+    _CODE_CACHE[key] = code
+    return code
+
+
+def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emitted:
+    names = variable_names(graph)
+    values = graph.values
+    variables = {}
+
+    def info(vid):
+        v = values[vid]
+        return VarInfo(v.ring, v.shape, v.dtype)
+
+    inputs = []
+    for i, vid in enumerate(graph.args):
+        variables[names[vid]] = info(vid)
+        inputs.append(InputBinding(names[vid], info(vid)))
+    steps = []
+    seg_count = cast_count = 0
+    for part in parts:
+        if isinstance(part, SegmentPart):
+            if not part.outputs:
+                continue  # dead code: nothing it computes is used
+            text = segment_text(graph, part)
+            code = spu_compile(text, len(part.inputs), copts) if compile else b""
+            for vid in part.outputs:
+                variables[names[vid]] = info(vid)
+            steps.append(
+                Segment(
+                    f"seg{seg_count}",
+                    part.ring,
+                    code,
+                    [names[v] for v in part.inputs],
+                    [names[v] for v in part.outputs],
+                    text,
+                )
+            )
+            seg_count += 1
+        elif isinstance(part, CastPart):
+            variables[names[part.dst]] = info(part.dst)
+            steps.append(
+                KernelStep(
+                    f"cast{cast_count}",
+                    "cast",
+                    names[part.src],
+                    names[part.dst],
+                    part.src_ring,
+                    part.dst_ring,
+                )
+            )
+            cast_count += 1
+    outputs = []
+    seen = set()
+    for vid in graph.outputs:
+        if names[vid] not in seen:
+            seen.add(names[vid])
+            outputs.append(OutputBinding(names[vid], info(vid)))
+    plan = Plan(tuple(steps), tuple(inputs), tuple(outputs), variables)
+    try:
+        plan.validate()
+    except Exception as e:
+        raise CompileError(f"internal error: emitted plan is inconsistent: {e}") from e
+    return Emitted(
+        plan,
+        names,
+        [names[v] for v in graph.args],
+        [names[v] for v in graph.outputs],
+    )

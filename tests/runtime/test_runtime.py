@@ -1,0 +1,167 @@
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
+from ditto_spu.errors import PartyError, PlanError
+from ditto_spu.plan import InputBinding, OutputBinding, Plan, VarInfo
+from ditto_spu.rings import FXP32, FXP64
+from ditto_spu.segments import segment_from_jax
+from ditto_spu.shares import share_values
+from ditto_spu.simulation import Simulator
+
+
+def matmul_plan(ring, m, k, n, dtype="float16"):
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    seg = segment_from_jax(
+        "matmul", ring, lambda a, b: a @ b,
+        (np.zeros((m, k), np_dtype), np.zeros((k, n), np_dtype)), ["a", "b"], ["c"],
+    )
+    v = {
+        "a": VarInfo(ring, (m, k), dtype),
+        "b": VarInfo(ring, (k, n), dtype),
+        "c": VarInfo(ring, (m, n), dtype),
+    }
+    return Plan(
+        (seg,), (InputBinding("a", v["a"]), InputBinding("b", v["b"])), (OutputBinding("c", v["c"]),), v
+    ).validate()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return Simulator(recv_timeout_s=30)
+
+
+def test_fm32_large_matmul_runs_and_is_correct(sim):
+    """Regression: stock SPU segfaults here without the aligned allocator."""
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-1, 1, (128, 768))
+    b = rng.normal(0, 0.05, (768, 768))
+    ring = FXP32(10)
+    out, stats = sim.run(matmul_plan(ring, 128, 768, 768), {"a": a, "b": b})
+    expected = a @ b
+    # inputs carry <= 1/2 ulp of rounding each; 768-term sums add it up plus one truncation
+    err = np.abs(out["c"] - expected)
+    assert err.max() < 768 * 2 * ring.ulp * 0.1 + 4 * ring.ulp, err.max()
+    assert np.linalg.norm(out["c"] - expected) / np.linalg.norm(expected) < 0.01
+    assert all(b > 0 for b in stats.bytes_sent)
+
+
+def test_fm32_without_allocator_is_a_clear_error_not_a_crash(tmp_path):
+    script = tmp_path / "fm32.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from ditto_spu.simulation import Simulator\n"
+        "from ditto_spu.rings import FXP32\n"
+        "import tests.runtime.test_runtime as t\n"
+        "plan = t.matmul_plan(FXP32(8), 64, 64, 64)\n"
+        "Simulator(recv_timeout_s=5).run(plan, {'a': np.ones((64, 64)), 'b': np.ones((64, 64))})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DITTO_SPU_ALLOCATOR_REEXEC")}
+    env["PYTHONPATH"] = os.getcwd()
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "aligned allocator" in proc.stderr and "LD_PRELOAD" in proc.stderr
+
+
+def test_fm64_plan_runs_without_any_fm32(sim):
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(16, 32)), rng.normal(size=(32, 8))
+    out, _ = sim.run(matmul_plan(FXP64(18), 16, 32, 8, "float32"), {"a": a, "b": b})
+    np.testing.assert_allclose(out["c"], a @ b, atol=1e-3)
+
+
+def test_mixed_ring_plan_matches_plaintext(sim):
+    plan = build_mixed_ring_plan(rows=32, dim=64)
+    inputs = demo_inputs(32, 64)
+    out, stats = sim.run(plan, inputs)
+    expected = plaintext_reference(inputs)
+    assert np.linalg.norm(out["y"] - expected) / np.linalg.norm(expected) < 0.01
+    kinds = [row["kind"] for row in stats.step_table()]
+    assert kinds[0] == "segment" and "upcast" in kinds[1] and "downcast" in kinds[3]
+    rows = stats.step_table()
+    assert rows[1]["rounds"] == 1 and rows[3]["rounds"] == 0 and rows[3]["bytes_sent"] == [0, 0, 0]
+    # upcast: <= 384 bits per element, all parties together
+    assert sum(rows[1]["bytes_sent"]) * 8 <= 384 * 32 * 64
+
+
+def test_plan_serialization_roundtrip_runs_identically(sim):
+    plan = build_mixed_ring_plan(rows=8, dim=16)
+    again = Plan.from_bytes(plan.to_bytes())
+    assert [s.name for s in again.steps] == [s.name for s in plan.steps]
+    assert again.variables == plan.variables
+    inputs = demo_inputs(8, 16)
+    out, _ = sim.run(again, inputs)
+    expected = plaintext_reference(inputs)
+    assert np.linalg.norm(out["y"] - expected) / np.linalg.norm(expected) < 0.02
+
+
+def test_plan_validation_errors():
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    steps = list(plan.steps)
+    with pytest.raises(PlanError, match="reads variable 'h'.*no input or earlier step"):
+        Plan(tuple(steps[1:]), plan.inputs, plan.outputs, plan.variables).validate()
+    # a segment reading a value of the other ring without a cast
+    from ditto_spu.plan import Segment
+
+    reads_low_in_high = Segment("exp", FXP64(18), b"", ("h",), ("e64",))
+    with pytest.raises(PlanError, match="reads 'h' in FXP64.*lives in FXP32.*insert a cast"):
+        Plan((steps[0], reads_low_in_high), plan.inputs, plan.outputs, plan.variables).validate()
+    with pytest.raises(PlanError, match="format"):
+        Plan.from_json('{"format": 99}')
+    with pytest.raises(PlanError, match="not valid JSON"):
+        Plan.from_json("{")
+
+
+def test_input_errors_are_clear(sim):
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    inputs = demo_inputs(4, 8)
+    with pytest.raises(PlanError, match="missing input.*w2"):
+        sim.run(plan, {k: v for k, v in inputs.items() if k != "w2"})
+    with pytest.raises(PlanError, match="unknown input.*bogus"):
+        sim.run(plan, {**inputs, "bogus": np.zeros(1)})
+    with pytest.raises(PlanError, match="shape"):
+        sim.run(plan, {**inputs, "x": np.zeros((5, 8))})
+
+
+def test_a_failing_party_stops_the_run_promptly():
+    """Party 1 gets a share in the wrong ring: it fails at once; run() must not hang."""
+    sim = Simulator(recv_timeout_s=5)
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    shares = sim.share_inputs(plan, demo_inputs(4, 8))
+    shares[1]["x"] = share_values(np.zeros((4, 8)), FXP64(18), "float16")[1]
+    t0 = time.monotonic()
+    with pytest.raises(PartyError) as info:
+        sim.run_shares(plan, shares)
+    assert time.monotonic() - t0 < 30
+    assert info.value.rank == 1 and "expects FXP32[f=10]" in str(info.value)
+
+
+def test_runtime_reports_missing_variable():
+    from spu import libspu
+
+    from ditto_spu.runtime import PartyRuntime
+    import threading
+
+    desc = libspu.link.Desc()
+    for r in range(3):
+        desc.add_party(f"p{r}", f"t{r}")
+    desc.recv_timeout_ms = 5000
+    errors = {}
+
+    def party(rank):
+        rt = PartyRuntime(libspu.link.create_mem(desc, rank))
+        try:
+            rt.get_share("nope")
+        except PlanError as e:
+            errors[rank] = str(e)
+
+    threads = [threading.Thread(target=party, args=(r,)) for r in range(3)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert set(errors) == {0, 1, 2}
+    assert "variable 'nope' does not exist" in errors[0]
