@@ -45,31 +45,43 @@ class CastMeasurement:
         return dataclasses.asdict(self)
 
 
-def sample_values(src: RingSpec, limit: float, n: int, rng) -> np.ndarray:
-    """n values in [-limit, limit] on src's grid, with both ends, ±1 ulp and 0."""
-    top = np.floor(limit * 2.0**src.frac_bits) * 2.0**-src.frac_bits
-    # strictly inside the valid range: the bound itself is exclusive
-    if top >= limit:
-        top -= src.ulp
-    edges = np.array([top, -top, 0.0, src.ulp, -src.ulp, top - src.ulp, -top + src.ulp])
-    body = rng.uniform(-top, top, max(n - edges.size, 0))
-    values = np.concatenate([edges, body])[:n] if n >= edges.size else edges[:n]
-    return np.round(values * 2.0**src.frac_bits) * 2.0**-src.frac_bits
+def sample_elements(src: RingSpec, limit: float, n: int, rng) -> np.ndarray:
+    """n signed ring integers X with |X·2^-f| < limit: both ends, ±1 ulp, 0, uniform rest."""
+    top = int(np.floor(limit * 2.0**src.frac_bits))
+    if top * 2.0**-src.frac_bits >= limit:  # the bound itself is exclusive
+        top -= 1
+    top = min(top, 2 ** (src.bits - 1) - 1)
+    edges = np.array([top, -top, 0, 1, -1, top - 1, -top + 1], dtype=np.int64)
+    body = rng.integers(-top, top, size=max(n - edges.size, 0), dtype=np.int64, endpoint=True)
+    return np.concatenate([edges, body])[: max(n, 1)]
+
+
+def _max_error_ulps(x: np.ndarray, y: np.ndarray, src: RingSpec, dst: RingSpec) -> float:
+    """max |y·2^-f_dst - x·2^-f_src| in ulps of dst, computed exactly with Python ints."""
+    fs, fd = src.frac_bits, dst.frac_bits
+    worst = 0
+    for xi, yi in zip(x.tolist(), y.tolist()):
+        worst = max(worst, abs(yi * 2**fs - xi * 2**fd))
+    return worst / 2**fs
 
 
 def measure_kernel_on(kernel, src: RingSpec, dst: RingSpec, n: int, rng, simulator) -> CastMeasurement:
+    from .shares import reconstruct_elements, share_ring_elements
+
     limit = float(kernel.valid_range(src, dst))
-    values = sample_values(src, limit, n, rng)
-    info_src = VarInfo(src, (values.size,), "float32")
-    info_dst = VarInfo(dst, (values.size,), "float32")
+    x = sample_elements(src, limit, n, rng)
+    info_src = VarInfo(src, (x.size,), "float32")
+    info_dst = VarInfo(dst, (x.size,), "float32")
     plan = Plan(
         (KernelStep("cast", "cast", "x", "y", src, dst),),
         (InputBinding("x", info_src),),
         (OutputBinding("y", info_dst),),
         {"x": info_src, "y": info_dst},
     ).validate()
-    out, stats = simulator.run(plan, {"x": values}, rng)
-    err_ulps = float(np.max(np.abs(out["y"] - values)) / dst.ulp) if values.size else 0.0
+    shares = share_ring_elements(x.astype(src.signed_dtype).view(src.dtype), src, "float32", rng)
+    outputs, stats = simulator.run_shares(plan, [{"x": s} for s in shares])
+    y = reconstruct_elements([o["y"] for o in outputs]).view(dst.signed_dtype).astype(np.int64)
+    err_ulps = _max_error_ulps(x, y, src, dst)
     steps = [party[0] for party in stats.steps]
     total_bits = 8 * sum(s.bytes_sent for s in steps)
     seconds = max(s.wall_s for s in steps)
@@ -77,13 +89,13 @@ def measure_kernel_on(kernel, src: RingSpec, dst: RingSpec, n: int, rng, simulat
         kernel=kernel.name,
         src=str(src),
         dst=str(dst),
-        n=int(values.size),
+        n=int(x.size),
         max_err_ulps=err_ulps,
         stated_max_err_ulps=float(kernel.max_error_ulps),
-        bits_per_element=total_bits / values.size,
+        bits_per_element=total_bits / x.size,
         stated_bits_per_element=float(kernel.bits_per_element),
         rounds=max(s.rounds for s in steps),
-        elements_per_second=values.size / seconds if seconds > 0 else float("inf"),
+        elements_per_second=x.size / seconds if seconds > 0 else float("inf"),
         valid_range=limit,
     )
 

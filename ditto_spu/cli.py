@@ -45,7 +45,7 @@ def _cmd_casts(args) -> int:
             str(r.rounds),
             f"{r.elements_per_second:,.0f}",
         )
-    Console().print(table)
+    Console(width=max(130, Console().width)).print(table)
     return 0
 
 

@@ -1,0 +1,35 @@
+import json
+import subprocess
+import sys
+
+
+def test_casts_json_reports_every_kernel_within_spec():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_spu.cli", "casts", "--n", "3000", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    keys = {"kernel", "src", "dst", "max_err_ulps", "bits_per_element", "rounds", "elements_per_second"}
+    assert rows and all(keys <= set(r) for r in rows)
+    kinds = {r["kernel"] for r in rows}
+    assert any("downcast" in k for k in kinds) and any("upcast" in k for k in kinds)
+    for r in rows:
+        assert r["max_err_ulps"] <= r["stated_max_err_ulps"] + 1e-9, r
+        assert r["bits_per_element"] <= r["stated_bits_per_element"] + 1e-9, r
+        if "downcast" in r["kernel"]:
+            assert r["bits_per_element"] == 0 and r["rounds"] == 0 and r["max_err_ulps"] <= 2
+        if "upcast" in r["kernel"]:
+            assert r["bits_per_element"] <= 384 and r["rounds"] == 1 and r["max_err_ulps"] == 0
+        assert r["src"].startswith("FXP") and "[f=" in r["dst"]
+
+
+def test_demo_json_is_accurate():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_spu.cli", "demo", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["relative_l2_error"] < 0.01
+    assert len(out["bytes_sent"]) == 3
