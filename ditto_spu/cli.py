@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 
 def _cmd_casts(args) -> int:
     from rich.console import Console
@@ -55,6 +57,35 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def _cmd_node(args) -> int:
+    from .distributed.config import load_config
+    from .distributed.node import serve
+
+    return serve(load_config(args.config), args.rank, max_jobs=args.max_jobs)
+
+
+def _cmd_run(args) -> int:
+    from .distributed.config import load_config
+    from .distributed.driver import run_plan
+
+    config = load_config(args.config)
+    if args.demo_plan:
+        from .demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
+
+        plan = build_mixed_ring_plan(low=config.low, high=config.high)
+        inputs = demo_inputs()
+        outputs, stats = run_plan(config, plan, inputs)
+        expected = plaintext_reference(inputs)
+        err = float(np.linalg.norm(outputs["y"] - expected) / np.linalg.norm(expected))
+        report = {"relative_l2_error": err, **stats.summary()}
+    else:
+        from .deploy_models import run_model_on_nodes
+
+        report = run_model_on_nodes(config, args)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ditto-spu",
@@ -72,7 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
-    for module_name in ("cli_compile",):
+    p = sub.add_parser("node", help="run one party of a three-node deployment")
+    p.add_argument("--config", required=True, help="deployment config, e.g. configs/3pc.json")
+    p.add_argument("--rank", type=int, required=True, help="this node's index in the config (0, 1, 2)")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.set_defaults(func=_cmd_node)
+
+    p = sub.add_parser("run", help="drive one secure inference on a three-node deployment")
+    p.add_argument("--config", required=True)
+    p.add_argument("--demo-plan", action="store_true", help="run the small hand-built mixed-ring plan")
+    p.add_argument("--model", default=None)
+    p.add_argument("--mode", default="ditto")
+    p.add_argument("--input", "--text", dest="text", default=None, help="input text")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--policy", default=None)
+    p.set_defaults(func=_cmd_run)
+
+    for module_name in ("cli_compile", "cli_calibrate"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["add_parser"])
         except ImportError:

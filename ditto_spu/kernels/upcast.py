@@ -48,7 +48,7 @@ def _wrap_input_bounds(right_shift: int) -> tuple:
     return -bias - half, bias - half - 1
 
 
-def _checked_open(kernel, ctx, share: AShare, dst: RingSpec, right_shift: int) -> None:
+def _check_input_range(kernel, ctx, share: AShare, dst: RingSpec, right_shift: int) -> None:
     low, high = _wrap_input_bounds(right_shift)
     require_within(
         ctx,
@@ -84,7 +84,7 @@ class _UpcastBase:
         shift = frac_bits_of(dst, share.dtype) - share.frac_bits
         right, left = max(-shift, 0), max(shift, 0)
         if ctx.checked:
-            _checked_open(self, ctx, share, dst, right)
+            _check_input_range(self, ctx, share, dst, right)
         components = exact_convert(
             ctx, share.components, dst_bits=DST_BITS, right_shift=right, left_shift=left
         )

@@ -114,7 +114,7 @@ def exact_convert(
     right_shift: int = 0,
     left_shift: int = 0,
 ) -> np.ndarray:
-    """Shares of round-ish(X / 2^d)·2^s over Z_2^m from shares of X over Z_2^l (1 round).
+    """Shares of about X/2^d (then times 2^s) over Z_2^m from shares of X over Z_2^l, 1 round.
 
     With d = ``right_shift``, s = ``left_shift``, B = 2^(l-2), h = 2^(d-1) (0 if d = 0):
 

@@ -1,0 +1,242 @@
+"""Deployment config: three nodes, their links, rings, SPU options, policy (JSON).
+
+Shape (see configs/3pc.json)::
+
+    {
+      "nodes": [{"id": "node0", "link_address": "127.0.0.1:61920",
+                 "control_address": "127.0.0.1:61930"}, ... 3 entries ...],
+      "link": {"connect_retry_times": 30, "connect_retry_interval_ms": 1000,
+               "recv_timeout_ms": 45000, "http_timeout_ms": 120000,
+               "tls": {"enabled": false, "cert": "...", "key": "...", "ca": "..."}},
+      "rings": {"low": "FXP32[f=10]", "high": "FXP64[f=18]"},
+      "spu": {"fxp_exp_iters": 5, ...SpuOptions fields...},
+      "policy": "policy_default.json",        # path relative to the config, or inline
+      "authkey_env": "DITTO_SPU_AUTHKEY"      # control-channel key, read from the env
+    }
+
+:func:`load_config` validates it against :data:`SCHEMA` (jsonschema) and turns every
+violation into a :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from ..errors import DittoError
+from ..rings import RingSpec
+from ..spu_config import SpuOptions
+
+_ADDRESS = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$"}
+
+SCHEMA = {
+    "type": "object",
+    "required": ["nodes"],
+    "additionalProperties": False,
+    "properties": {
+        "nodes": {
+            "type": "array",
+            "minItems": 3,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "required": ["id", "link_address", "control_address"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": {"type": "string", "minLength": 1},
+                    "link_address": _ADDRESS,
+                    "control_address": _ADDRESS,
+                },
+            },
+        },
+        "link": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "connect_retry_times": {"type": "integer", "minimum": 0},
+                "connect_retry_interval_ms": {"type": "integer", "minimum": 1},
+                "recv_timeout_ms": {"type": "integer", "minimum": 100},
+                "http_timeout_ms": {"type": "integer", "minimum": 100},
+                "brpc_channel_protocol": {"type": "string"},
+                "tls": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["enabled"],
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "cert": {"type": "string"},
+                        "key": {"type": "string"},
+                        "ca": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "rings": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "low": {"type": "string", "pattern": r"^FXP32\[f=\d+\]$"},
+                "high": {"type": "string", "pattern": r"^FXP64\[f=\d+\]$"},
+            },
+        },
+        "spu": {"type": "object"},
+        "policy": {"type": ["string", "object", "null"]},
+        "authkey_env": {"type": "string"},
+        "job_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
+
+
+class ConfigError(DittoError):
+    """The deployment config is invalid; the message names the file and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    id: str
+    link_address: str
+    control_address: str
+
+    @property
+    def control_host_port(self) -> tuple:
+        host, port = self.control_address.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSettings:
+    connect_retry_times: int = 30
+    connect_retry_interval_ms: int = 1000
+    recv_timeout_ms: int = 45_000
+    http_timeout_ms: int = 120_000
+    brpc_channel_protocol: str = "baidu_std"
+    tls_enabled: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentConfig:
+    path: str
+    nodes: tuple
+    link: LinkSettings
+    low: RingSpec
+    high: RingSpec
+    spu: SpuOptions
+    policy: object  # path, inline dict or None (the default policy)
+    authkey_env: str
+    job_timeout_s: float
+    raw: dict
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical config: nodes refuse jobs from a driver with another."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
+
+    def authkey(self) -> bytes:
+        key = os.environ.get(self.authkey_env)
+        if not key:
+            # A fixed, public default keeps local runs simple; real deployments set the env.
+            return b"ditto-spu-local-authkey"
+        return key.encode()
+
+    def link_desc(self):
+        """The SPU brpc link description for the three nodes."""
+        from spu import libspu
+
+        desc = libspu.link.Desc()
+        for node in self.nodes:
+            desc.add_party(node.id, node.link_address)
+        desc.connect_retry_times = self.link.connect_retry_times
+        desc.connect_retry_interval_ms = self.link.connect_retry_interval_ms
+        desc.recv_timeout_ms = self.link.recv_timeout_ms
+        desc.http_timeout_ms = self.link.http_timeout_ms
+        desc.brpc_channel_protocol = self.link.brpc_channel_protocol
+        if self.link.tls_enabled:
+            desc.enable_ssl = True
+            for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
+                opts.cert.certificate_path = self.link.tls_cert
+                opts.cert.private_key_path = self.link.tls_key
+                opts.verify.ca_file_path = self.link.tls_ca
+                opts.verify.verify_depth = 1
+        return desc
+
+    def policy_object(self):
+        from ..policy import Policy
+
+        if self.policy is None:
+            return Policy()
+        if isinstance(self.policy, dict):
+            return Policy.from_obj(self.policy) if hasattr(Policy, "from_obj") else Policy.from_json(json.dumps(self.policy))
+        path = self.policy
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(self.path), path)
+        return Policy.load(path)
+
+
+def load_config(path: str) -> DeploymentConfig:
+    """Read and validate a deployment config (ConfigError naming the field if wrong)."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict, path: str = "<config>") -> DeploymentConfig:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        field = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"{path}: field '{field}': {e.message}")
+    ids = [n["id"] for n in raw["nodes"]]
+    if len(set(ids)) != 3:
+        raise ConfigError(f"{path}: field 'nodes': node ids must be distinct, got {ids}")
+    addresses = [n["link_address"] for n in raw["nodes"]] + [n["control_address"] for n in raw["nodes"]]
+    if len(set(addresses)) != 6:
+        raise ConfigError(f"{path}: field 'nodes': every link and control address must be distinct")
+    link_raw = dict(raw.get("link", {}))
+    tls = link_raw.pop("tls", {"enabled": False})
+    if tls.get("enabled"):
+        for key in ("cert", "key", "ca"):
+            if not tls.get(key):
+                raise ConfigError(f"{path}: field 'link/tls/{key}' is required when TLS is enabled")
+            full = tls[key] if os.path.isabs(tls[key]) else os.path.join(os.path.dirname(path), tls[key])
+            if not os.path.exists(full):
+                raise ConfigError(f"{path}: field 'link/tls/{key}': file {full} does not exist")
+            tls[key] = full
+    link = LinkSettings(
+        **link_raw,
+        tls_enabled=bool(tls.get("enabled")),
+        tls_cert=tls.get("cert", ""),
+        tls_key=tls.get("key", ""),
+        tls_ca=tls.get("ca", ""),
+    )
+    rings = raw.get("rings", {})
+    try:
+        low = RingSpec.parse(rings.get("low", "FXP32[f=10]"))
+        high = RingSpec.parse(rings.get("high", "FXP64[f=18]"))
+        spu = SpuOptions.from_dict(raw.get("spu", {}))
+    except DittoError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return DeploymentConfig(
+        path=os.path.abspath(path),
+        nodes=tuple(NodeSpec(**n) for n in raw["nodes"]),
+        link=link,
+        low=low,
+        high=high,
+        spu=spu,
+        policy=raw.get("policy"),
+        authkey_env=raw.get("authkey_env", "DITTO_SPU_AUTHKEY"),
+        job_timeout_s=float(raw.get("job_timeout_s", 3600)),
+        raw=raw,
+    )

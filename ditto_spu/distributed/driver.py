@@ -1,0 +1,137 @@
+"""The driver: secret-shares inputs, sends each node its shares and the Plan, collects
+output shares and reconstructs them (it plays the client; in this command it also
+plays the model owner, sharing the weights itself — only shares reach the nodes).
+
+Faults: a node that cannot be reached, dies, or reports an error stops the whole job:
+the driver tells the other nodes to abort (they exit non-zero) and raises a clear error.
+"""
+
+from __future__ import annotations
+
+import time
+from multiprocessing.connection import Client, wait
+
+import numpy as np
+
+from ..errors import DittoError, PartyError
+from ..plan import Plan
+from ..shares import reconstruct, share_values
+from ..stats import RunStats
+from .config import DeploymentConfig
+
+
+def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
+    node = config.nodes[rank]
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            return Client(node.control_host_port, authkey=config.authkey())
+        except (ConnectionRefusedError, FileNotFoundError, OSError) as e:
+            last = e
+            time.sleep(0.25)
+    raise DittoError(
+        f"cannot reach node {rank} ({node.id}) at {node.control_address} within {timeout_s:.0f} s "
+        f"({last}); start it with `ditto-spu node --config {config.path} --rank {rank}`"
+    )
+
+
+def ping(config: DeploymentConfig, timeout_s: float = 10.0) -> list:
+    """Ask every node for its rank and config digest (checks they are up and agree)."""
+    answers = []
+    for rank in range(3):
+        with _connect(config, rank, timeout_s) as conn:
+            conn.send({"type": "hello"})
+            answers.append(conn.recv())
+    return answers
+
+
+def shutdown(config: DeploymentConfig, timeout_s: float = 5.0) -> None:
+    for rank in range(3):
+        try:
+            with _connect(config, rank, timeout_s) as conn:
+                conn.send({"type": "shutdown"})
+                conn.recv()
+        except (DittoError, EOFError, OSError):
+            pass
+
+
+def run_plan(
+    config: DeploymentConfig,
+    plan: Plan,
+    inputs: dict,
+    *,
+    rng=None,
+    connect_timeout_s: float = 30.0,
+    checked: bool = False,
+) -> tuple[dict, RunStats]:
+    """Run ``plan`` on the three nodes; return (plaintext outputs, stats)."""
+    plan.validate()
+    per_party = [{} for _ in range(3)]
+    for b in plan.inputs:
+        if b.name not in inputs:
+            raise DittoError(f"missing input {b.name!r}")
+        value = np.asarray(inputs[b.name])
+        if tuple(value.shape) != b.info.shape:
+            raise DittoError(f"input {b.name!r} has shape {value.shape}, the plan expects {b.info.shape}")
+        shares = share_values(value, b.info.ring, b.info.dtype, rng)
+        for rank in range(3):
+            per_party[rank][b.name] = shares[rank]
+    conns = [_connect(config, rank, connect_timeout_s) for rank in range(3)]
+    plan_bytes = plan.to_bytes()
+    t0 = time.perf_counter()
+    try:
+        for rank, conn in enumerate(conns):
+            conn.send(
+                {
+                    "type": "run",
+                    "rank": rank,
+                    "digest": config.digest,
+                    "plan": plan_bytes,
+                    "inputs": per_party[rank],
+                    "checked": checked,
+                }
+            )
+        results = _collect(config, conns, t0)
+    finally:
+        for conn in conns:
+            conn.close()
+    wall = time.perf_counter() - t0
+    stats = RunStats(wall, [r["steps"] for r in results], [r["setup_bytes_sent"] for r in results])
+    outputs = {
+        b.name: reconstruct([results[rank]["outputs"][b.name] for rank in range(3)]) for b in plan.outputs
+    }
+    return outputs, stats
+
+
+def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
+    results = [None] * 3
+    pending = {conn: rank for rank, conn in enumerate(conns)}
+    deadline = t0 + config.job_timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            _abort(pending, "job timeout")
+            raise DittoError(f"job did not finish within job_timeout_s = {config.job_timeout_s} s")
+        for conn in wait(list(pending), timeout=1.0):
+            rank = pending.pop(conn)
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                _abort(pending, f"node {rank} died")
+                raise DittoError(
+                    f"node {rank} ({config.nodes[rank].control_address}) closed its connection "
+                    f"mid-run: it died or was killed; the other nodes were told to abort"
+                ) from None
+            if msg.get("type") == "error":
+                _abort(pending, f"node {rank} failed")
+                raise PartyError(rank, "job", msg.get("message", "unknown error"))
+            results[rank] = msg
+    return results
+
+
+def _abort(pending: dict, reason: str) -> None:
+    for conn in list(pending):
+        try:
+            conn.send({"type": "abort", "reason": reason})
+        except OSError:
+            pass

@@ -1,0 +1,190 @@
+"""A party process: ``ditto-spu node --config configs/3pc.json --rank i``.
+
+The node listens on its control address for jobs from the driver. A job carries a Plan
+and this node's input shares (never a plaintext); the node opens the SPU brpc link to
+the other two nodes, runs the plan through the same PartyRuntime as the simulator, and
+returns its output shares to the driver (the client, who alone reconstructs them).
+
+Faults: a job that fails (a peer died, a receive timed out, a bad plan) is reported to
+the driver and the node exits with status 1 — the link's state is unknown after a
+failure, and a supervisor restarts nodes. If the driver aborts the job or disappears,
+the node exits with status 1 too. A node is never left waiting forever: every receive
+on the link has ``link.recv_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Listener
+
+from ..errors import DittoError
+from .config import ConfigError, DeploymentConfig
+
+EXIT_JOB_FAILED = 1
+
+
+def _log(rank: int, message: str) -> None:
+    print(f"[ditto-spu node {rank}] {message}", file=sys.stderr, flush=True)
+
+
+def _check_port_free(address: str, what: str, rank: int) -> None:
+    host, port = address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), int(port)))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise DittoError(
+                    f"node {rank}: {what} {address} is already in use — another node or "
+                    f"program listens there; stop it or change the port in the config"
+                ) from None
+            raise DittoError(f"node {rank}: cannot bind {what} {address}: {e}") from None
+
+
+def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -> int:
+    """Serve jobs until told to shut down; returns the process exit status."""
+    if rank not in (0, 1, 2):
+        raise ConfigError(f"--rank must be 0, 1 or 2 (the config has 3 nodes), got {rank}")
+    node = config.nodes[rank]
+    _check_port_free(node.link_address, "link address", rank)
+    try:
+        listener = Listener(node.control_host_port, authkey=config.authkey())
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise DittoError(
+                f"node {rank}: control address {node.control_address} is already in use; "
+                f"stop the other process or change the port in {config.path}"
+            ) from None
+        raise DittoError(f"node {rank}: cannot listen on {node.control_address}: {e}") from None
+    _log(rank, f"ready: id {node.id}, control {node.control_address}, link {node.link_address}")
+    jobs = 0
+    with listener:
+        while max_jobs is None or jobs < max_jobs:
+            try:
+                conn = listener.accept()
+            except Exception as e:  # authentication failure, reset connection
+                _log(rank, f"rejected a control connection: {e}")
+                continue
+            with conn:
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    continue
+                kind = msg.get("type") if isinstance(msg, dict) else None
+                if kind == "hello":
+                    conn.send({"type": "hello", "rank": rank, "id": node.id, "digest": config.digest})
+                elif kind == "shutdown":
+                    conn.send({"type": "bye"})
+                    _log(rank, "shutting down")
+                    return 0
+                elif kind == "run":
+                    jobs += 1
+                    status = _serve_job(config, rank, conn, msg)
+                    if status != 0:
+                        return status
+                else:
+                    conn.send({"type": "error", "rank": rank, "message": f"unknown request {kind!r}"})
+    return 0
+
+
+def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
+    if msg.get("digest") != config.digest:
+        conn.send(
+            {
+                "type": "error",
+                "rank": rank,
+                "message": f"node {rank}'s config ({config.path}) differs from the driver's; "
+                "all nodes and the driver must use the same file",
+            }
+        )
+        return 0
+    if msg.get("rank") != rank:
+        conn.send(
+            {
+                "type": "error",
+                "rank": rank,
+                "message": f"job for rank {msg.get('rank')} was sent to node {rank}; check the "
+                "nodes' --rank flags against the config's node order",
+            }
+        )
+        return 0
+    result: dict = {}
+    worker = threading.Thread(target=_run_job, args=(config, rank, msg, result), daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+        if conn.poll(0):
+            try:
+                request = conn.recv()
+            except EOFError:
+                request = {"type": "abort", "reason": "the driver disconnected"}
+            if request.get("type") == "abort":
+                _log(rank, f"job aborted: {request.get('reason', 'by the driver')}; exiting")
+                _hard_exit(EXIT_JOB_FAILED)
+    if "error" in result:
+        _log(rank, f"job failed: {result['error']}")
+        try:
+            conn.send({"type": "error", "rank": rank, "message": result["error"]})
+        except OSError:
+            pass
+        _hard_exit(EXIT_JOB_FAILED)
+    conn.send({"type": "result", "rank": rank, **result["value"]})
+    _log(rank, f"job done in {result['value']['wall_s']:.2f} s")
+    return 0
+
+
+def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> None:
+    try:
+        from spu import libspu
+
+        from ..plan import Plan
+        from ..runtime import PartyRuntime
+
+        plan = Plan.from_bytes(msg["plan"])
+        t0 = time.perf_counter()
+        try:
+            link = libspu.link.create_brpc(config.link_desc(), rank)
+        except RuntimeError as e:
+            raise DittoError(
+                f"node {rank}: could not connect to the other nodes "
+                f"({[n.link_address for n in config.nodes]}): {_first_line(e)}"
+            ) from None
+        runtime = PartyRuntime(link, options=config.spu, checked=bool(msg.get("checked")))
+        outputs, steps = runtime.run(plan, msg["inputs"])
+        wall = time.perf_counter() - t0
+        try:
+            link.stop_link()
+        except RuntimeError:
+            pass
+        result["value"] = {
+            "outputs": outputs,
+            "steps": steps,
+            "wall_s": wall,
+            "setup_bytes_sent": runtime.setup_stats.bytes_sent,
+        }
+    except DittoError as e:
+        result["error"] = str(e)
+    except Exception as e:  # report, never hang
+        result["error"] = f"{type(e).__name__}: {_first_line(e)}\n{traceback.format_exc(limit=3)}"
+
+
+def _first_line(e: BaseException) -> str:
+    for line in str(e).splitlines():
+        line = line.strip()
+        if line and line != "what:":
+            return line
+    return type(e).__name__
+
+
+def _hard_exit(status: int) -> None:
+    # SPU threads may be blocked in a receive that cannot be cancelled: leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
