@@ -1,0 +1,135 @@
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
+from ditto_spu.distributed.config import ConfigError, load_config, parse_config
+from ditto_spu.distributed.driver import run_plan, shutdown
+from ditto_spu.errors import DittoError
+from ditto_spu.simulation import Simulator
+
+from .nodes import Nodes, wait_exit, write_config
+
+
+def test_shipped_config_is_valid():
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "3pc.json"))
+    assert [n.id for n in cfg.nodes] == ["node0", "node1", "node2"]
+    assert str(cfg.low) == "FXP32[f=10]" and str(cfg.high) == "FXP64[f=18]"
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda c: c["nodes"].pop(), "nodes"),
+        (lambda c: c["nodes"][1].update(link_address="localhost"), "nodes/1/link_address"),
+        (lambda c: c["link"].update(recv_timeout_ms="soon"), "link/recv_timeout_ms"),
+        (lambda c: c["rings"].update(low="FXP64[f=18]"), "rings/low"),
+        (lambda c: c.update(colour="blue"), "(top level)"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, mutate, field):
+    path = write_config(tmp_path)
+    cfg = json.load(open(path))
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=re.escape(f"field '{field}'")):
+        parse_config(cfg, path)
+
+
+def test_three_nodes_match_the_simulator_and_count_the_same_bytes(tmp_path):
+    path = write_config(tmp_path)
+    config = load_config(path)
+    plan = build_mixed_ring_plan(rows=16, dim=32, low=config.low, high=config.high)
+    inputs = demo_inputs(16, 32)
+    with Nodes(path) as nodes:
+        nodes.wait_ready()
+        out_nodes, stats_nodes = run_plan(config, plan, inputs)
+        out_sim, stats_sim = Simulator(options=config.spu).run(plan, inputs)
+        shutdown(config)
+    expected = plaintext_reference(inputs)
+    for out in (out_nodes, out_sim):
+        assert np.linalg.norm(out["y"] - expected) / np.linalg.norm(expected) < 0.01
+    # The two runs use fresh randomness, so they agree up to fixed-point noise.
+    np.testing.assert_allclose(out_nodes["y"], out_sim["y"], atol=0.05)
+    rows_n, rows_s = stats_nodes.step_table(), stats_sim.step_table()
+    for rn, rs in zip(rows_n, rows_s):
+        assert rn["step"] == rs["step"]
+        if rn["kind"] != "segment":  # kernel traffic is data-independent: exactly equal
+            assert rn["bytes_sent"] == rs["bytes_sent"]
+    total_n, total_s = sum(stats_nodes.bytes_sent), sum(stats_sim.bytes_sent)
+    assert abs(total_n - total_s) <= 0.1 * total_s, (total_n, total_s)
+
+
+def test_killing_a_node_mid_run_stops_everyone(tmp_path):
+    path = write_config(tmp_path, recv_timeout_ms=15000)
+    config = load_config(path)
+    plan = build_mixed_ring_plan(rows=256, dim=512, low=config.low, high=config.high)
+    inputs = demo_inputs(256, 512)
+    with Nodes(path) as nodes:
+        nodes.wait_ready()
+        driver = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, pickle\n"
+             "from ditto_spu.distributed.config import load_config\n"
+             "from ditto_spu.distributed.driver import run_plan\n"
+             "from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs\n"
+             f"cfg = load_config({path!r})\n"
+             "plan = build_mixed_ring_plan(rows=256, dim=512, low=cfg.low, high=cfg.high)\n"
+             "run_plan(cfg, plan, demo_inputs(256, 512))\n"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(3.0)
+        nodes.procs[1].send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        code, _ = wait_exit(driver, 60)
+        assert code not in (None, 0), "driver must exit non-zero"
+        assert "node 1" in driver.stderr.read()
+        for rank in (0, 2):
+            rc, _ = wait_exit(nodes.procs[rank], max(1, 60 - (time.monotonic() - t0)))
+            assert rc not in (None, 0), f"node {rank} must exit non-zero within 60 s"
+        assert time.monotonic() - t0 < 60
+        assert "aborted" in nodes.procs[0].stderr.read()
+
+
+def test_unreachable_node_is_a_clear_error(tmp_path):
+    path = write_config(tmp_path)
+    config = load_config(path)
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    with Nodes(path, ranks=(0, 2)):
+        with pytest.raises(DittoError, match="cannot reach node 1 .*ditto-spu node"):
+            run_plan(config, plan, demo_inputs(4, 8), connect_timeout_s=2)
+
+
+def test_port_in_use_and_wrong_rank_are_clear_errors(tmp_path):
+    path = write_config(tmp_path)
+    with Nodes(path, ranks=(0,)) as nodes:
+        nodes.wait_ready = None
+        time.sleep(2)
+        dup = subprocess.run(
+            [sys.executable, "-m", "ditto_spu.cli", "node", "--config", path, "--rank", "0"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert dup.returncode != 0 and "already in use" in dup.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "ditto_spu.cli", "node", "--config", path, "--rank", "3"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode != 0 and "--rank must be 0, 1 or 2" in bad.stderr
+
+
+def test_nodes_reject_a_driver_with_another_config(tmp_path):
+    path = write_config(tmp_path)
+    config = load_config(path)
+    other = dict(config.raw, job_timeout_s=123)
+    other_cfg = parse_config(other, path)
+    with Nodes(path) as nodes:
+        nodes.wait_ready()
+        with pytest.raises(DittoError, match="differs from the driver's"):
+            run_plan(other_cfg, build_mixed_ring_plan(rows=4, dim=8), demo_inputs(4, 8))
+        shutdown(config)
