@@ -12,7 +12,18 @@ from .rings import FXP32, FXP64, RingSpec
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # The compiler front end pulls in JAX and the passes: import it on first use.
+    if name in ("compile", "sim_jax", "Program"):
+        from . import frontend
+
+        return getattr(frontend, name)
+    raise AttributeError(f"module 'ditto_spu' has no attribute {name!r}")
+
 __all__ = [
+    "compile",
+    "sim_jax",
     "DittoError",
     "FXP32",
     "FXP64",

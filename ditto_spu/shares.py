@@ -177,13 +177,10 @@ class AShare:
 
 
 def _set_meta_shape(meta, shape):
-    # libspu.Shape.dims is a protobuf-like repeated field exposed through pybind.
-    try:
-        meta.shape.dims = list(shape)
-    except (AttributeError, TypeError):
-        dims = meta.shape.dims
-        del dims[:]
-        dims.extend(shape)
+    # The binding's setter takes a list of dims and builds a fresh shape. (Writing into
+    # ``meta.shape.dims`` of a new ValueMeta would write into protobuf's shared default
+    # instance and leak into every later meta.)
+    meta.shape = [int(d) for d in shape]
     return meta
 
 

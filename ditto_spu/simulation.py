@@ -146,3 +146,13 @@ def _step_of(err: BaseException) -> str:
     if ", step " in text:
         return text.split(", step ", 1)[1].split(":", 1)[0]
     return "setup"
+
+
+def __getattr__(name):
+    # ``sim_jax`` lives with the compiler front end; re-exported here lazily (the front end
+    # imports this module) so that ``ditto_spu.simulation.sim_jax`` works like SPU's.
+    if name == "sim_jax":
+        from .frontend import sim_jax
+
+        return sim_jax
+    raise AttributeError(name)

@@ -8,6 +8,9 @@ Contract:
   unless ``compile=False``, stock ``spu.compile`` (STABLEHLO source, every input
   VIS_SECRET) turns it into the Segment's ``code``. Identical segment texts (identical
   Transformer layers) are compiled once;
+* inside a segment every f16/bf16 value is typed f32 and float->float converts vanish:
+  all floats are the ring's fixed point to SPU, and stock SPU rejects bf16 and fails on
+  secret converts to f16 (the plan's VarInfo keeps the logical dtype);
 * each :class:`~passes.partition.CastPart` becomes a ``KernelStep`` with kernel
   ``"cast"``: the runtime picks the registered kernel for (src_ring, dst_ring);
 * variables get global names: ``in{i}`` for argument ``i``, ``v{id}`` for other values;
@@ -21,7 +24,7 @@ import dataclasses
 
 from ditto_spu.plan import InputBinding, KernelStep, OutputBinding, Plan, Segment, VarInfo
 
-from .graph import CompileError, Graph
+from .graph import CompileError, Graph, parse_location
 from .parse import _walk_ops
 from .partition import CastPart, SegmentPart
 
@@ -47,6 +50,96 @@ def variable_names(graph: Graph) -> dict:
     return names
 
 
+_NARROW_FLOATS = ("f16", "bf16")
+
+
+def _spu_type_str(v) -> str:
+    """The type a value has inside a segment: f16/bf16 become f32 (see _canonicalize_floats)."""
+    if v.elem in _NARROW_FLOATS:
+        dims = "".join(f"{d}x" for d in v.shape)
+        return f"tensor<{dims}f32>"
+    return v.type_str
+
+
+def _f32_bits(bits: int, elem: str) -> int:
+    import numpy as np
+
+    if elem == "bf16":
+        return bits << 16
+    return int(np.array([bits], np.uint16).view(np.float16).astype(np.float32).view(np.uint32)[0])
+
+
+def _narrow_constant_to_f32(attr_text: str, elem: str) -> str:
+    """Rewrite an f16/bf16 dense attribute's text as the same values in f32 (exact).
+
+    The MLIR Python bindings of jaxlib 0.4.34 cannot read bf16 elements (they abort), so
+    the attribute's printed form is rewritten: decimal literals stay, hex element bits
+    (``0xFF80``) and hex blobs (``"0x..."``, little-endian raw elements) are widened.
+    """
+    import re
+
+    def blob(m):
+        raw = bytes.fromhex(m.group(1))
+        out = bytearray()
+        for i in range(0, len(raw), 2):
+            out += _f32_bits(int.from_bytes(raw[i : i + 2], "little"), elem).to_bytes(4, "little")
+        return '"0x' + out.hex().upper() + '"'
+
+    text = re.sub(r'"0x([0-9A-Fa-f]+)"', blob, attr_text)
+    text = re.sub(
+        r"(?<![\w\"])0x([0-9A-Fa-f]{4})\b",
+        lambda m: f"0x{_f32_bits(int(m.group(1), 16), elem):08X}",
+        text,
+    )
+    return text.replace(f"x{elem}>", "xf32>").replace(f"<{elem}>", "<f32>")
+
+
+def _canonicalize_floats(fn) -> None:
+    """Type every f16/bf16 value of a segment as f32 and drop float->float converts.
+
+    Inside one SPU runtime every float is the same fixed point, but stock SPU 0.9.5 has
+    no bf16 in pphlo and fails at run time on a secret convert to f16 ("expect to_type
+    FXP, got F16", hal/type_cast.cc). A segment therefore uses f32 only; the plan keeps
+    the logical dtype (float16, bfloat16) in VarInfo.
+    """
+    from jaxlib.mlir import ir
+
+    def fix(value):
+        t = value.type
+        if ir.RankedTensorType.isinstance(t):
+            rt = ir.RankedTensorType(t)
+            if str(rt.element_type) in _NARROW_FLOATS:
+                value.set_type(ir.RankedTensorType.get(rt.shape, ir.F32Type.get()))
+
+    for op in list(_walk_ops(fn.operation)):
+        if op is fn.operation:
+            continue
+        if op.name == "stablehlo.bitcast_convert":
+            types = [str(v.type) for v in list(op.operands) + list(op.results)]
+            if any(e in t for t in types for e in ("f16>", "bf16>")):
+                raise CompileError(
+                    f"stablehlo.bitcast_convert of a 16-bit float at "
+                    f"{parse_location(str(op.location))} cannot run in SPU's fixed point"
+                )
+        if op.name == "stablehlo.constant":
+            t = ir.RankedTensorType(op.results[0].type)
+            elem = str(t.element_type)
+            if elem in _NARROW_FLOATS:
+                op.attributes["value"] = ir.Attribute.parse(
+                    _narrow_constant_to_f32(str(op.attributes["value"]), elem)
+                )
+        for r in op.results:
+            fix(r)
+        for region in op.regions:
+            for block in region.blocks:
+                for a in block.arguments:
+                    fix(a)
+    for op in list(_walk_ops(fn.operation)):
+        if op.name == "stablehlo.convert" and op.operands[0].type == op.results[0].type:
+            op.results[0].replace_all_uses_with(op.operands[0])
+            op.erase()
+
+
 def segment_module(graph: Graph, part: SegmentPart):
     """Build the standalone ir.Module of one segment (in the graph's context)."""
     from jaxlib.mlir import ir
@@ -55,8 +148,8 @@ def segment_module(graph: Graph, part: SegmentPart):
     values = graph.values
     with graph.context, ir.Location.unknown():
         module = ir.Module.create()
-        in_types = [ir.Type.parse(values[v].type_str) for v in part.inputs]
-        out_types = [ir.Type.parse(values[v].type_str) for v in part.outputs]
+        in_types = [ir.Type.parse(_spu_type_str(values[v])) for v in part.inputs]
+        out_types = [ir.Type.parse(_spu_type_str(values[v])) for v in part.outputs]
         with ir.InsertionPoint(module.body):
             fn = func.FuncOp("main", (in_types, out_types), visibility="public")
             block = fn.add_entry_block()
@@ -78,6 +171,7 @@ def segment_module(graph: Graph, part: SegmentPart):
             for old, r in zip(node.results, new.results):
                 mapping[old] = r
         func.ReturnOp([mapping[v] for v in part.outputs], ip=ip)
+        _canonicalize_floats(fn)
         if not module.operation.verify():
             raise CompileError(f"internal error: segment {part.index} does not verify")
     return module

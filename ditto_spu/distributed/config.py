@@ -60,6 +60,7 @@ SCHEMA = {
                 "recv_timeout_ms": {"type": "integer", "minimum": 100},
                 "http_timeout_ms": {"type": "integer", "minimum": 100},
                 "brpc_channel_protocol": {"type": "string"},
+                "brpc_channel_connection_type": {"enum": ["", "single", "pooled", "short"]},
                 "tls": {
                     "type": "object",
                     "additionalProperties": False,
@@ -112,6 +113,7 @@ class LinkSettings:
     recv_timeout_ms: int = 45_000
     http_timeout_ms: int = 120_000
     brpc_channel_protocol: str = "baidu_std"
+    brpc_channel_connection_type: str = ""
     tls_enabled: bool = False
     tls_cert: str = ""
     tls_key: str = ""
@@ -155,6 +157,8 @@ class DeploymentConfig:
         desc.recv_timeout_ms = self.link.recv_timeout_ms
         desc.http_timeout_ms = self.link.http_timeout_ms
         desc.brpc_channel_protocol = self.link.brpc_channel_protocol
+        if self.link.brpc_channel_connection_type:
+            desc.brpc_channel_connection_type = self.link.brpc_channel_connection_type
         if self.link.tls_enabled:
             desc.enable_ssl = True
             for opts in (desc.client_ssl_opts, desc.server_ssl_opts):

@@ -48,3 +48,26 @@ def test_identical_segments_are_compiled_once(hlo):
     n = len(emit_mod._CODE_CACHE)
     compile_stablehlo(hlo("calls"))
     assert len(emit_mod._CODE_CACHE) == n
+
+
+def test_narrow_floats_become_f32_inside_segments():
+    text = """
+    func.func public @main(%arg0: tensor<2xbf16>, %arg1: tensor<2xf16>) -> (tensor<2xbf16>, tensor<2xf32>) {
+      %cst = stablehlo.constant dense<0xFF80> : tensor<bf16>
+      %cst_0 = stablehlo.constant dense<[1.5, -2.0]> : tensor<2xbf16>
+      %0 = stablehlo.broadcast_in_dim %cst, dims = [] : (tensor<bf16>) -> tensor<2xbf16>
+      %1 = stablehlo.maximum %arg0, %0 : tensor<2xbf16>
+      %2 = stablehlo.add %1, %cst_0 : tensor<2xbf16>
+      %3 = stablehlo.convert %arg1 : (tensor<2xf16>) -> tensor<2xbf16>
+      %4 = stablehlo.multiply %2, %3 : tensor<2xbf16>
+      %5 = stablehlo.convert %4 : (tensor<2xbf16>) -> tensor<2xf32>
+      return %4, %5 : tensor<2xbf16>, tensor<2xf32>
+    }"""
+    from ditto_spu.rings import FXP64
+
+    c = compile_stablehlo(text, Policy.uniform(FXP64()))
+    (seg,) = c.plan.segments
+    assert "bf16" not in seg.source and "f16" not in seg.source
+    assert "0xFF800000" in seg.source  # -inf, widened exactly
+    assert "stablehlo.convert" not in seg.source
+    assert c.plan.variables[seg.output_names[0]].dtype == "bfloat16"  # logical dtype kept
