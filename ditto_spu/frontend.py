@@ -80,13 +80,16 @@ def lower(fn, *example_args, static_argnums=()):
     return lowered, tree, paths
 
 
-def compile(fn, *example_args, policy=None, static_argnums=(), copts=None, compile_segments=True) -> Program:
+def compile(
+    fn, *example_args, policy=None, static_argnums=(), copts=None, compile_segments=True, split_by=None
+) -> Program:
     """Compile ``fn`` (traced on ``example_args``) to a mixed-ring :class:`Program`.
 
     ``policy``: a :class:`~ditto_spu.policy.Policy`, a JSON path, a config name, or None
     (f16/bf16 → FXP32[f=8], f32 → FXP64[f=18]). ``copts``: SPU compiler options
     (default: ``ditto_spu.segments.compiler_options()``). ``compile_segments=False``
-    skips ``spu.compile`` (inspection only: segments carry empty code).
+    skips ``spu.compile`` (inspection only: segments carry empty code). ``split_by(node)
+    -> str`` keeps ops of different groups in different segments (cost breakdowns).
     """
     from passes import compile_stablehlo
     from passes.parse import module_text
@@ -102,6 +105,7 @@ def compile(fn, *example_args, policy=None, static_argnums=(), copts=None, compi
         arg_names=paths,
         compile=compile_segments,
         copts=copts if copts is not None else compiler_options(),
+        split_by=split_by,
     )
     return Program(
         plan=compiled.plan,

@@ -48,13 +48,16 @@ class Compiled:
 
 
 def compile_stablehlo(
-    source, policy=None, *, arg_names=None, compile: bool = True, copts=None
+    source, policy=None, *, arg_names=None, compile: bool = True, copts=None, split_by=None
 ) -> Compiled:
-    """Run every pass on StableHLO ``source`` (text or ir.Module) under ``policy``."""
+    """Run every pass on StableHLO ``source`` (text or ir.Module) under ``policy``.
+
+    ``split_by(node) -> str`` optionally keeps ops of different groups in different
+    segments (see :func:`passes.partition.partition`)."""
     graph = parse_module(source)
     if arg_names is not None:
         graph.arg_names = list(arg_names) + [""] * (len(graph.args) - len(arg_names))
     annotate_rings(graph, policy)
     insert_casts(graph)
-    parts = partition(graph)
+    parts = partition(graph, split_by)
     return Compiled(graph, parts, emit(graph, parts, compile=compile, copts=copts))

@@ -235,7 +235,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
                 variables[names[vid]] = info(vid)
             steps.append(
                 Segment(
-                    f"seg{seg_count}",
+                    f"seg{seg_count}" + (f"_{part.label}" if part.label else ""),
                     part.ring,
                     code,
                     [names[v] for v in part.inputs],

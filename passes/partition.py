@@ -36,6 +36,7 @@ class SegmentPart:
     consts: list  # constant-only node ids to clone in, in a dependency order
     inputs: list  # value ids read from outside
     outputs: list  # value ids live after the segment
+    label: str = ""  # the split_by group of its ops ("" when not splitting)
 
 
 @dataclasses.dataclass
@@ -56,7 +57,10 @@ def _deps(graph, node) -> set:
     return deps
 
 
-def partition(graph: Graph) -> list:
+def partition(graph: Graph, split_by=None) -> list:
+    """Partition ``graph``; ``split_by(node) -> str`` (optional) also keeps ops of different
+    groups apart (e.g. model components, for a per-component cost breakdown)."""
+    group = (lambda n: (n.ring, split_by(n))) if split_by is not None else (lambda n: (n.ring, ""))
     order = [n for n in graph.topological_nodes() if not n.const]
     position = {n.id: i for i, n in enumerate(order)}
     deps = {n.id: _deps(graph, n) for n in order}
@@ -89,19 +93,19 @@ def partition(graph: Graph) -> list:
             break
         best = None
         ready = [n for n in remaining_ops if deps[n.id] <= done]
-        for ring in dict.fromkeys(n.ring for n in ready):
-            members = _grow(remaining_ops, ring, done, deps)
-            critical = max(level[n.id] for n in ready if n.ring == ring)
+        for gkey in dict.fromkeys(group(n) for n in ready):
+            members = _grow(remaining_ops, gkey, done, deps, group)
+            critical = max(level[n.id] for n in ready if group(n) == gkey)
             key = (critical, len(members), -position[members[0]])
             if best is None or key > best[0]:
-                best = (key, ring, members)
+                best = (key, gkey, members)
         if best is None:
             raise CompileError(
                 "internal error: no op is ready; the graph has a cycle through casts near "
                 + remaining_ops[0].describe()
             )
-        _, ring, members = best
-        seg = SegmentPart(len(segments), ring, members, [], [], [])
+        _, (ring, label), members = best
+        seg = SegmentPart(len(segments), ring, members, [], [], [], label)
         segments.append(seg)
         parts.append(seg)
         done.update(members)
@@ -125,11 +129,11 @@ def _levels(order, deps) -> dict:
     return level
 
 
-def _grow(remaining_ops, ring, done, deps) -> list:
+def _grow(remaining_ops, gkey, done, deps, group) -> list:
     members: list = []
     inside: set = set()
     for n in remaining_ops:  # dependency order: one pass sees every ready chain
-        if n.ring == ring and deps[n.id] <= (done | inside):
+        if group(n) == gkey and deps[n.id] <= (done | inside):
             members.append(n.id)
             inside.add(n.id)
     return members

@@ -1,0 +1,175 @@
+"""``ditto-spu calibrate``: per-layer FXP32 fraction bits from calibration sentences.
+
+    ditto-spu calibrate --model tiny --mode ditto --builtin-texts 8 --seq-len 32 \\
+        --margin-bits 1 --out configs/policy_tiny_ditto.json
+
+Runs the fixed-point emulator (:mod:`ditto_spu.quant`) of the model's secure forward
+function under the mode on the calibration sentences, picks for each layer the largest
+fraction bits no value or product of the set overflows (with ``--margin-bits`` to spare),
+prints the per-layer table and writes the policy JSON. ``--builtin-texts N`` takes N
+sentences of real English from Python's own documentation (``pydoc_data.topics``), so
+nothing is downloaded. Models without a tokenizer (the random-initialised configs) get a
+deterministic hashing word tokenizer: their ranges come from the weights and the
+embedding, not from which ids the words receive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import zlib
+from pathlib import Path
+
+
+def builtin_texts(n: int, *, min_words: int = 6, max_words: int = 40) -> list:
+    """N sentences of English prose from Python's documentation (``pydoc_data.topics``),
+    spread over the topics, deterministic."""
+    from pydoc_data.topics import topics
+
+    sentences = []
+    for key in sorted(topics):
+        text = re.sub(r"\s+", " ", topics[key])
+        for s in re.split(r"(?<=[.!?])\s+", text):
+            words = s.split()
+            if min_words <= len(words) <= max_words and re.match(r"^[A-Z][a-z]", s) and not re.search(r"[>{}=|]", s):
+                sentences.append(s)
+    if not sentences:
+        raise RuntimeError("pydoc_data.topics has no usable sentences")
+    step = max(1, len(sentences) // max(n, 1))
+    return [sentences[(i * step) % len(sentences)] for i in range(n)]
+
+
+def read_texts(path) -> list:
+    lines = [l.strip() for l in Path(path).read_text().splitlines()]
+    texts = [l for l in lines if l]
+    if not texts:
+        raise ValueError(f"{path} holds no text lines")
+    return texts
+
+
+def _hash_tokenize(texts, vocab: int, seq_len: int):
+    import numpy as np
+
+    ids = np.zeros((len(texts), seq_len), np.int32)
+    mask = np.zeros((len(texts), seq_len), np.int32)
+    for i, t in enumerate(texts):
+        words = re.findall(r"\w+|[^\w\s]", t.lower())[:seq_len]
+        for j, w in enumerate(words):
+            ids[i, j] = 1 + zlib.crc32(w.encode()) % (vocab - 1)
+        mask[i, : len(words)] = 1
+    return ids, mask
+
+
+def tokenize(model_name: str, model, texts, seq_len: int):
+    """(ids, attention_mask), each (len(texts), seq_len): the model's tokenizer when it has
+    one (minilm, a local directory), else the hashing word tokenizer."""
+    from .models import ModelError, load_tokenizer
+
+    try:
+        tok = load_tokenizer(model_name)
+    except (ModelError, OSError, ValueError):
+        tok = None
+    if tok is None:
+        return _hash_tokenize(texts, model.config.vocab_size, seq_len)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    enc = tok(list(texts), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    return enc["input_ids"].astype("int32"), enc["attention_mask"].astype("int32")
+
+
+def _parse_bits(text: str) -> list:
+    out = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "calibrate",
+        help="pick per-layer FXP32 fraction bits from calibration texts; write a policy JSON",
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
+    )
+    p.add_argument("--model", default="tiny", help="model name (minilm, bert-base, tiny, gpt2-base, ...) or a local HF directory")
+    p.add_argument("--mode", default="ditto", help="mode name or JSON path (default ditto)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--texts", metavar="FILE", help="calibration texts, one per line")
+    src.add_argument("--builtin-texts", type=int, metavar="N", default=None, help="N sentences from Python's documentation (default 8)")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--margin-bits", type=int, default=1, help="bits kept below SPU's safe range (default 1)")
+    p.add_argument("--candidate-bits", default="6-16", help="allowed fraction bits, e.g. 6-16 or 8,10,12 (default 6-16)")
+    p.add_argument("--group-by", choices=("layer", "scope"), default="layer", help="one setting per layer (default) or per op scope")
+    p.add_argument("--policy", default=None, help="base policy (JSON path or config name; default: the default policy)")
+    p.add_argument("--batch", type=int, default=4, help="sentences per emulated call (default 4)")
+    p.add_argument("--out", default=None, help="where to write the policy JSON (default: print it)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of tables")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
+    from .policy import load_policy
+    from .quant import calibrate_detailed
+
+    err = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    texts = read_texts(args.texts) if args.texts else builtin_texts(args.builtin_texts or 8)
+    mode = load_mode(args.mode)
+    if not mode.dtypes.mixed:
+        err(f"ditto-spu calibrate: mode {mode.name!r} has no low-precision (FXP32) part; nothing to calibrate")
+        return 2
+    err(f"loading {args.model} ({mode.name} mode), {len(texts)} calibration text(s), seq len {args.seq_len}")
+    model = load_model(args.model)
+    fwd = secure_forward(model, mode)
+    params = prepare_params(model.params, mode)
+    ids, mask = tokenize(args.model, model, texts, args.seq_len)
+    low = mode.dtypes.low_dtype
+    batches = []
+    for i in range(0, len(texts), max(1, args.batch)):
+        sl = slice(i, i + args.batch)
+        batches.append((params, one_hot_ids(ids[sl], model.config.vocab_size, low), mask[sl]))
+    base = load_policy(args.policy)
+    result = calibrate_detailed(
+        fwd,
+        base,
+        batches,
+        margin_bits=args.margin_bits,
+        candidate_bits=_parse_bits(args.candidate_bits),
+        group_by=args.group_by,
+        progress=err,
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        result.policy.save(args.out)
+    if args.json:
+        print(json.dumps({
+            "model": args.model,
+            "mode": mode.name,
+            "texts": len(texts),
+            "seq_len": args.seq_len,
+            "margin_bits": args.margin_bits,
+            "group_bits": result.group_bits,
+            "arg_bits": result.arg_bits,
+            "rounds": result.rounds,
+            "out": args.out,
+            "policy": result.policy.to_obj() if not args.out else None,
+        }, indent=2))
+        return 0
+    print(result.report.table("layer", field="FM32"))
+    print()
+    print("fraction bits per layer:")
+    for g, f in result.group_bits.items():
+        print(f"  {g}: FXP32[f={f}]")
+    print(f"({len(result.arg_bits)} FXP32 arguments follow the layers that read them; {result.rounds} verification round(s))")
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        print(result.policy.to_json())
+    return 0
