@@ -206,9 +206,15 @@ def softmax_puma(
     if mask is not None:
         x = x + mask_to_bias(mask, low)
     x = x - jnp.max(x, axis=axis, keepdims=True)
-    keep = x > cutoff
-    xh = x.astype(high)
-    e = jnp.exp(xh) * keep.astype(high)
+    if low == high:
+        keep = x > cutoff
+        e = jnp.exp(x) * keep.astype(high)
+    else:
+        # Mixed precision: a boolean cannot cross rings, so the cut-off is a clamp in the
+        # low ring, x <- max(x, cutoff). exp(cutoff) is then what a cut entry weighs:
+        # e^-14 ~ 8e-7 exactly, ~1e-8 under SPU's Taylor exp (1 - 14/32)^32 - below one
+        # ulp of FXP64[f=18] either way.
+        e = jnp.exp(jnp.maximum(x, jnp.asarray(cutoff, low)).astype(high))
     return (e / jnp.sum(e, axis=axis, keepdims=True)).astype(low)
 
 

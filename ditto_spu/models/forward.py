@@ -15,9 +15,11 @@ evaluation. Its contract:
   vocab-wide input to share (seq × vocab elements, e.g. 32 × 30522 ≈ 1M), a one-off
   input cost. ``one_hot=False`` takes int ids instead and builds the one-hot inside
   the program (``ids == iota``), which under MPC is vocab comparisons per token.
-* ``attention_mask`` - (batch, seq) 0/1 keep-mask, default all ones. It becomes the
-  ring-safe additive bias (:data:`ditto_spu.approx.MASK_BIAS`) or, for 2Quad, a
-  multiplicative mask.
+* ``attention_mask`` - (batch, seq) 0/1 keep-mask (int or float), default all ones.
+  Inside, it is converted to the low dtype and becomes the ring-safe additive bias
+  ``(1 − m)·MASK_BIAS`` (:data:`ditto_spu.approx.MASK_BIAS`) or, for 2Quad, a
+  multiplicative mask: arithmetic only, no select. Passing it already in the low dtype
+  avoids an int → float conversion in the program.
 * ``token_type_ids`` - BERT only, (batch, seq) ints, default zeros; embedded as
   one-hot(ids) × table like position ids (both are public in the usual deployment).
 * ``params`` - the model's HF parameter tree. Pass it through :func:`prepare_params`
@@ -32,7 +34,7 @@ evaluation. Its contract:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import flax.linen as nn
 import jax

@@ -214,7 +214,6 @@ class _Interpreter:
         self.stats: dict = {}  # (scope, ring, kind) -> list of (max, n_over)
         self.exact_ops: set = set()
         self.unrecorded: set = set()
-        self.arg_uses: dict = {}  # argument name -> set of consumer scopes
         self._recording = True
         self._ring_cache: dict = {}
 
@@ -235,12 +234,10 @@ class _Interpreter:
         if not self._recording:
             self.unrecorded.add(scope)
             return
-        a = jnp.abs(sg(jnp.asarray(x, jnp.float64)))
-        if a.size == 0:
+        x = jnp.asarray(x, jnp.float64)
+        if x.size == 0:
             return
-        limit = limit_of(ring, kind)
-        m = jnp.max(a).astype(jnp.float32)
-        n = jnp.sum(a >= limit).astype(jnp.int32)
+        m, n = fxp.max_and_count(x, limit_of(ring, kind))
         self.stats.setdefault((scope, ring, kind), []).append((m, n))
 
     def fit(self, x, ring, scope, kind="value"):
@@ -285,7 +282,6 @@ class _Interpreter:
                 args.append(_V(self.encode_input(x, ring, name), ring, False, True))
             else:
                 args.append(_V(x, None, False, False))
-        self._arg_names = {id(v): n for v, n in zip(closed.jaxpr.invars, arg_names)}
         outs = self.eval_jaxpr(closed.jaxpr, closed.consts, args, "", top=True)
         return [o.x for o in outs]
 
@@ -308,21 +304,12 @@ class _Interpreter:
             env[var] = a
         for eqn in jaxpr.eqns:
             invals = [read(v) for v in eqn.invars]
-            if top:
-                self._note_arg_uses(eqn, prefix)
             outs = self.eval_eqn(eqn, invals, prefix, producers)
             for var, o in zip(eqn.outvars, outs):
                 if not isinstance(var, jax.core.DropVar):
                     env[var] = o
                     producers[var] = eqn
         return [read(v) for v in jaxpr.outvars]
-
-    def _note_arg_uses(self, eqn, prefix):
-        scope = _join(prefix, str(eqn.source_info.name_stack), eqn.primitive.name)
-        for v in eqn.invars:
-            name = self._arg_names.get(id(v)) if not isinstance(v, jax.core.Literal) else None
-            if name is not None:
-                self.arg_uses.setdefault(name, set()).add(scope)
 
     def eval_eqn(self, eqn, invals, prefix, producers):
         prim = eqn.primitive.name
@@ -539,12 +526,38 @@ class _Entry:
     out_tree: object
     in_dtypes: list
     out_dtypes: list
-    keys: list  # stats keys, fixed at trace time
     exact_ops: set
     unrecorded: set
     arg_uses: dict
     run64: Callable  # flat float64/int inputs -> (outputs float64, stats)
     core: Callable  # custom_vjp: flat inputs -> (outputs float32, stats)
+
+
+def _static_arg_uses(closed, arg_names) -> dict:
+    """{argument path: scopes of the top-level ops reading it} (calls entered: their ops)."""
+    names = {v: n for v, n in zip(closed.jaxpr.invars, arg_names)}
+    uses: dict = {}
+
+    def walk(jaxpr, prefix, alias):
+        for eqn in jaxpr.eqns:
+            stack = _join(prefix, str(eqn.source_info.name_stack))
+            prim = eqn.primitive.name
+            if prim in _CALL_PRIMS:
+                sub = eqn.params[_CALL_PRIMS[prim]]
+                inner = _join(stack, f"jit({eqn.params['name']})") if prim == "pjit" else stack
+                sj = sub.jaxpr if hasattr(sub, "jaxpr") else sub
+                inner_alias = {
+                    iv: alias[v] for iv, v in zip(sj.invars, eqn.invars)
+                    if not isinstance(v, jax.core.Literal) and v in alias
+                }
+                walk(sj, inner, inner_alias)
+                continue
+            for v in eqn.invars:
+                if not isinstance(v, jax.core.Literal) and v in alias:
+                    uses.setdefault(alias[v], set()).add(_join(stack, prim))
+
+    walk(closed.jaxpr, "", names)
+    return uses
 
 
 def _signature(args, static_argnums):
@@ -568,8 +581,9 @@ class EmulatedFunction:
     * ``emulated.arg_uses(*args)``: {argument path: consumer scopes} (calibration uses it).
     """
 
-    def __init__(self, fn, policy=None, options: EmulatorOptions | None = None, static_argnums=()):
+    def __init__(self, fn, policy=None, options: EmulatorOptions | None = None, static_argnums=(), jit=False):
         self.fn = fn
+        self.jit = bool(jit)
         self.policy = load_policy(policy)
         self.options = options or EmulatorOptions()
         self.static_argnums = tuple(static_argnums)
@@ -604,20 +618,20 @@ class EmulatedFunction:
         in_dtypes = [v.aval.dtype for v in closed.jaxpr.invars]
         out_dtypes = [o.dtype for o in out_leaves]
         policy, options = self.policy, self.options
-        info: dict = {}
         entry_ref: list = []
+
+        info: dict = {"exact_ops": set(), "unrecorded": set()}
 
         def interpret(flat):
             it = _Interpreter(policy, options)
             outs = it.run(closed, arg_names, flat)
             stats = it.collected_stats()
-            info.update(exact_ops=it.exact_ops, unrecorded=it.unrecorded, arg_uses=it.arg_uses)
+            info["exact_ops"] |= it.exact_ops
+            info["unrecorded"] |= it.unrecorded
             return outs, stats
 
         with enable_x64():
-            jitted = jax.jit(interpret)
-            example = [jax.ShapeDtypeStruct(np.shape(x), jnp.float64 if _is_float(d) else d) for x, d in zip(jax.tree_util.tree_leaves(dynamic), in_dtypes)]
-            _, stats_shape = jax.eval_shape(jitted, example)
+            jitted = jax.jit(interpret) if self.jit else interpret
 
         def run64(flat):
             with enable_x64():
@@ -639,7 +653,7 @@ class EmulatedFunction:
             return vjp(list(cts))
 
         with enable_x64():
-            vjp_jitted = jax.jit(_vjp64)
+            vjp_jitted = jax.jit(_vjp64) if self.jit else _vjp64
 
         out_structs = [
             jax.ShapeDtypeStruct(o.shape, jnp.float32 if f else o.dtype)
@@ -684,8 +698,8 @@ class EmulatedFunction:
 
         core.defvjp(core_fwd, core_bwd)
         entry = _Entry(
-            closed, arg_names, out_tree, in_dtypes, out_dtypes, list(stats_shape),
-            set(info.get("exact_ops", ())), set(info.get("unrecorded", ())), dict(info.get("arg_uses", {})),
+            closed, arg_names, out_tree, in_dtypes, out_dtypes,
+            info["exact_ops"], info["unrecorded"], _static_arg_uses(closed, arg_names),
             run64, core,
         )
         entry_ref.append(entry)
@@ -759,11 +773,17 @@ def raise_on_overflow(report: RangeReport, *, margin_bits: float = 0.0, fields: 
     )
 
 
-def emulate(fn, policy=None, *, options: EmulatorOptions | None = None, static_argnums=()) -> EmulatedFunction:
+def emulate(fn, policy=None, *, options: EmulatorOptions | None = None, static_argnums=(), jit: bool = False) -> EmulatedFunction:
     """``fn`` evaluated with the fixed-point arithmetic the rings of ``policy`` give it.
 
     ``policy``: a :class:`~ditto_spu.policy.Policy`, a JSON path, a config name or None
     (default policy). ``options``: :class:`EmulatorOptions` (mode wrap/raise/record, ...).
     Returns an :class:`EmulatedFunction`; its ``report`` holds the per-scope maxima.
+
+    ``jit``: compile the float64 interpretation with XLA (worth it for many calls with the
+    same shapes, e.g. distillation: a tiny BERT takes ~30 s to compile, then ~0.03 s per
+    call) instead of evaluating it op by op (default: the first call of a shape compiles
+    each small kernel once, ~10 s for a tiny BERT, shared by every emulator in the
+    process; then ~0.2 s per call).
     """
-    return EmulatedFunction(fn, policy, options, static_argnums)
+    return EmulatedFunction(fn, policy, options, static_argnums, jit)

@@ -32,12 +32,20 @@ the exact one by up to ~5e-3), log, erf, logistic and other transcendentals.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
 sg = jax.lax.stop_gradient
+
+
+@jax.jit
+def max_and_count(x, limit):
+    """(max |x| as float32, number of |x| >= limit as int32): one record of the report."""
+    a = jnp.abs(sg(x))
+    return jnp.max(a).astype(jnp.float32), jnp.sum(a >= limit).astype(jnp.int32)
 
 
 def ste(emulated, exact):
@@ -51,6 +59,7 @@ def ste(emulated, exact):
     return sg(emulated) + (exact - sg(exact))
 
 
+@functools.partial(jax.jit, static_argnames=("frac_bits", "mode"))
 def round_to(x, frac_bits: int, mode: str = "nearest"):
     """x on the grid 2^-frac_bits: ``nearest`` (SPU's probabilistic truncation, mean model),
     ``floor`` (deterministic truncation), ``zero`` (toward zero: SPU's constant encoding)."""
@@ -67,6 +76,7 @@ def round_to(x, frac_bits: int, mode: str = "nearest"):
     return ste(r / s, x)
 
 
+@functools.partial(jax.jit, static_argnames=("bits", "scale_bits"))
 def wrap(x, bits: int, scale_bits: int):
     """x·2^scale_bits reduced to the signed range [−2^(bits−1), 2^(bits−1)) and scaled back:
     what an l-bit ring holds of a value that does not fit."""
@@ -77,6 +87,7 @@ def wrap(x, bits: int, scale_bits: int):
     return ste(jnp.where(jnp.abs(X) < half, sg(x), w / s), x)
 
 
+@functools.partial(jax.jit, static_argnames=("frac_bits",))
 def highest_bit_exponent(x_abs, frac_bits: int):
     """p with 2^p <= x·2^f < 2^(p+1) for the ring element of x_abs > 0 (p >= 0)."""
     X = jnp.maximum(jnp.floor(sg(x_abs) * 2.0**frac_bits + 0.5), 1.0)

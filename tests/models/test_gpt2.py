@@ -1,7 +1,6 @@
 """Modes on a 2-layer tiny GPT-2 (FlaxGPT2LMHeadModel)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
