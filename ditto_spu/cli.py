@@ -57,6 +57,38 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def _cmd_infer(args) -> int:
+    from rich.console import Console
+
+    from .infer import secure_inference
+
+    console = Console(stderr=True)
+    with console.status("starting") as status:
+        result = secure_inference(
+            args.model,
+            args.mode,
+            args.text,
+            seq_len=args.seq_len,
+            policy=args.policy,
+            emulate=not args.no_emulation,
+            progress=lambda message: status.update(message),
+        )
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    out = Console()
+    out.print(f"[bold]{result.model}[/bold] in mode [bold]{result.mode}[/bold], "
+              f"{result.tokens} tokens (seq {result.seq_len}), output {result.output_kind} {list(result.output.shape)}")
+    out.print(f"  cosine to plaintext FP32:      {result.cosine_fp32:.6f}")
+    if result.cosine_emulation is not None:
+        out.print(f"  cosine to plaintext emulation: {result.cosine_emulation:.6f}")
+    out.print(f"  wall {result.wall_s:.1f} s (compile {result.compile_s:.1f} s); bytes sent per party "
+              f"{[f'{b / 1e6:.1f} MB' for b in result.bytes_sent]}; rounds <= {result.rounds}")
+    out.print(f"  plan: {result.segments} SPU segments in {', '.join(result.rings)}, {result.casts} ring casts")
+    return 0
+
+
 def _cmd_node(args) -> int:
     from .distributed.config import load_config
     from .distributed.node import serve
@@ -102,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main demonstration (secure mixed-ring inference)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("infer", help="one secure inference in simulation, compared with plaintext")
+    p.add_argument("--model", default="minilm", help="minilm, bert-base, bert-large, gpt2-base, "
+                   "gpt2-medium, tiny, tiny-gpt2, or a local checkpoint directory")
+    p.add_argument("--mode", default="ditto", help="puma, mpcformer, ditto, exact, or a mode JSON")
+    p.add_argument("--text", default="Secure inference keeps both the model and the input private.")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--policy", default=None, help="precision policy JSON (e.g. from `ditto-spu calibrate`)")
+    p.add_argument("--no-emulation", action="store_true", help="skip the plaintext emulation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_infer)
 
     p = sub.add_parser("node", help="run one party of a three-node deployment")
     p.add_argument("--config", required=True, help="deployment config, e.g. configs/3pc.json")

@@ -49,20 +49,21 @@ def test_emulator_agrees_with_secure_run():
     args = _args()
     secure = frontend.sim_jax(block, POLICY)(*args)
     program = frontend.compile(block, *args, policy=POLICY, compile_segments=False)
-    assert {str(r) for r in program.plan.rings} >= {"FXP32[f=12]", "FXP32[f=10]", "FXP64[f=18]"} if hasattr(program.plan, "rings") else True
+    assert {str(r) for r in program.plan.rings} == {"FXP32[f=12]", "FXP32[f=10]", "FXP64[f=18]"}
     emulated = emulate(block, POLICY).evaluate(*args)
     exact = block(*(np.asarray(a, np.float32) for a in args))
     y_sec, z_sec = (np.asarray(v, np.float64) for v in secure)
     y_emu, z_emu = emulated
     y_ex, z_ex = (np.asarray(v, np.float64) for v in exact)
-    ulp10, ulp18 = 2.0**-10, 2.0**-18
+    ulp10, ulp12 = 2.0**-10, 2.0**-12
     # FXP32[f=10] output: the emulator is within 8 ulps of the secure result ...
     assert np.abs(y_emu - y_sec).max() <= 8 * ulp10
     # ... and much closer to it than the exact float result is
     assert np.abs(y_emu - y_sec).max() < 0.5 * np.abs(y_ex - y_sec).max()
-    # FXP64[f=18] output (exp Taylor, Goldschmidt, rsqrt polynomial): within the truncation
-    # noise those algorithms amplify (rsqrt's polynomial coefficients up to ~50)
-    assert np.abs(z_emu - z_sec).max() <= 512 * ulp18
+    # FXP64[f=18] output: its inputs come from FXP32[f=12], whose few ulps of truncation noise
+    # (a few 1e-4 here) LayerNorm's rsqrt (up to ~7 here) and exp then amplify; the
+    # emulator's own exp / Goldschmidt / rsqrt models are matched far more closely
+    assert np.abs(z_emu - z_sec).max() <= 32 * ulp12
     assert np.abs(z_emu - z_sec).max() < 0.25 * np.abs(z_ex - z_sec).max()
 
 
