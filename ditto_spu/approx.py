@@ -134,11 +134,13 @@ GELUS: dict[str, Callable[[Array], Array]] = {
 def mask_to_bias(mask: Array, dtype) -> Array:
     """Additive bias from a keep-mask: 0 where ``mask`` is true/1, :data:`MASK_BIAS` else.
 
-    Arithmetic, not a select: ``(1 − m)·MASK_BIAS`` with ``m`` the mask as ``dtype``, so
-    under MPC it is one product by a public constant, whatever the mask's visibility.
+    Computed in integers, ``((m − 1)·|MASK_BIAS|)`` as int32, then converted to ``dtype``:
+    under MPC an integer product has no fraction bits, and the conversion to fixed point
+    is a local shift. (The same product in fixed point would be computed at scale 2^(2f)
+    before truncation: 1024·2^(2f) < 2^30 caps an FXP32 ring at f = 9.)
     """
-    m = mask.astype(dtype)
-    return (1 - m) * jnp.asarray(MASK_BIAS, dtype)
+    m = mask.astype(jnp.int32)
+    return ((m - 1) * jnp.int32(-int(MASK_BIAS))).astype(dtype)
 
 
 def _split_dtypes(x: Array, high_dtype) -> tuple[jnp.dtype, jnp.dtype]:

@@ -81,7 +81,14 @@ def lower(fn, *example_args, static_argnums=()):
 
 
 def compile(
-    fn, *example_args, policy=None, static_argnums=(), copts=None, compile_segments=True, split_by=None
+    fn,
+    *example_args,
+    policy=None,
+    static_argnums=(),
+    copts=None,
+    compile_segments=True,
+    split_by=None,
+    kernels=True,
 ) -> Program:
     """Compile ``fn`` (traced on ``example_args``) to a mixed-ring :class:`Program`.
 
@@ -90,6 +97,7 @@ def compile(
     (default: ``ditto_spu.segments.compiler_options()``). ``compile_segments=False``
     skips ``spu.compile`` (inspection only: segments carry empty code). ``split_by(node)
     -> str`` keeps ops of different groups in different segments (cost breakdowns).
+    ``kernels=False`` keeps every op in SPU (no FXP32 matmul kernel).
     """
     from passes import compile_stablehlo
     from passes.parse import module_text
@@ -106,6 +114,7 @@ def compile(
         compile=compile_segments,
         copts=copts if copts is not None else compiler_options(),
         split_by=split_by,
+        kernels=kernels,
     )
     return Program(
         plan=compiled.plan,

@@ -88,7 +88,35 @@ class KernelStep:
         return (self.dst,)
 
 
-Step = Union[Segment, KernelStep]
+@dataclasses.dataclass(frozen=True)
+class KernelCall:
+    """Run registered n-ary kernel ``kernel`` (e.g. ``matmul_fxp32``) within one ring.
+
+    Reads ``input_names`` and writes ``output_names``, all in ``ring``; ``params`` is a
+    JSON-able dict the kernel interprets (e.g. dot_general dimension numbers).
+    """
+
+    name: str
+    kernel: str
+    input_names: tuple
+    output_names: tuple
+    ring: RingSpec
+    params: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_names", tuple(self.input_names))
+        object.__setattr__(self, "output_names", tuple(self.output_names))
+
+    @property
+    def reads(self) -> tuple:
+        return self.input_names
+
+    @property
+    def writes(self) -> tuple:
+        return self.output_names
+
+
+Step = Union[Segment, KernelStep, KernelCall]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +163,12 @@ class Plan:
 
     @property
     def kernel_steps(self) -> list[KernelStep]:
+        """The ring casts."""
         return [s for s in self.steps if isinstance(s, KernelStep)]
+
+    @property
+    def kernel_calls(self) -> list[KernelCall]:
+        return [s for s in self.steps if isinstance(s, KernelCall)]
 
     def last_uses(self) -> dict:
         """step index -> names whose last read is that step (and that are not outputs)."""
@@ -164,7 +197,7 @@ class Plan:
                     raise PlanError(
                         f"{where} reads variable {name!r}, which no input or earlier step defines"
                     )
-                ring = step.ring if isinstance(step, Segment) else step.src_ring
+                ring = step.src_ring if isinstance(step, KernelStep) else step.ring
                 if defined[name].ring != ring:
                     raise PlanError(
                         f"{where} reads {name!r} in {ring}, but it lives in {defined[name].ring}; "
@@ -173,7 +206,7 @@ class Plan:
             for name in step.writes:
                 if name not in self.variables:
                     raise PlanError(f"{where} writes {name!r}, which has no VarInfo in the plan")
-                ring = step.ring if isinstance(step, Segment) else step.dst_ring
+                ring = step.dst_ring if isinstance(step, KernelStep) else step.ring
                 if self.variables[name].ring != ring:
                     raise PlanError(
                         f"{where} writes {name!r} in {ring}, but the plan says it lives in "
@@ -228,6 +261,18 @@ def _plan_to_obj(plan: Plan) -> dict:
                     "source": s.source,
                 }
             )
+        elif isinstance(s, KernelCall):
+            steps.append(
+                {
+                    "type": "call",
+                    "name": s.name,
+                    "kernel": s.kernel,
+                    "inputs": list(s.input_names),
+                    "outputs": list(s.output_names),
+                    "ring": str(s.ring),
+                    "params": s.params,
+                }
+            )
         else:
             steps.append(
                 {
@@ -279,6 +324,13 @@ def _plan_from_obj(obj) -> Plan:
                     s["dst"],
                     RingSpec.parse(s["src_ring"]),
                     RingSpec.parse(s["dst_ring"]),
+                )
+            )
+        elif s["type"] == "call":
+            steps.append(
+                KernelCall(
+                    s["name"], s["kernel"], tuple(s["inputs"]), tuple(s["outputs"]),
+                    RingSpec.parse(s["ring"]), dict(s.get("params", {})),
                 )
             )
         else:

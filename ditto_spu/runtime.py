@@ -16,8 +16,8 @@ import time
 
 from . import native
 from .errors import DittoError, PartyError, PlanError
-from .kernels.base import CommStats, CountedLink, PartyContext, run_cast
-from .plan import KernelStep, Plan, Segment
+from .kernels.base import CommStats, CountedLink, PartyContext, find_call_kernel, run_cast
+from .plan import KernelCall, KernelStep, Plan, Segment
 from .profile_log import ProfileLog
 from .rings import RingSpec
 from .shares import AShare, is_fixed_point
@@ -60,7 +60,9 @@ class PartyRuntime:
         self.prg = PairwisePRG.setup(CountedLink(link, self.setup_stats))
         self.ctx = PartyContext(self.rank, self.link, self.prg, checked)
         self._runtimes: dict = {}
-        self._location: dict = {}  # variable name -> RingSpec of the runtime holding it
+        self._location: dict = {}  # variable name -> RingSpec it lives in
+        self._held: dict = {}  # variable name -> AShare held in Python
+        self._in_spu: set = set()  # variable names present in their ring's SPU runtime
         self._profile = ProfileLog.get() if self.options.profile else None
 
     # ---- runtimes -----------------------------------------------------------------
@@ -80,14 +82,17 @@ class PartyRuntime:
         return sorted(self._runtimes)
 
     # ---- variables ------------------------------------------------------------------
+    # A variable lives in one ring. Its share is held in Python (``_held``) when a kernel
+    # or the input binding made it, and is moved into the SPU runtime of its ring only
+    # when a segment reads it (``_in_spu``); values made by segments are fetched from SPU
+    # when a kernel needs them. So values that only kernels touch never pay SPU's
+    # protobuf round trip.
     def set_share(self, name: str, share: AShare) -> None:
-        """Place this party's share of ``name`` into the runtime of its ring."""
+        """Hold this party's share of ``name`` (ring taken from the share)."""
         if not isinstance(share, AShare):
             raise PlanError(f"party {self.rank}: value for {name!r} is not an AShare")
-        self.runtime(share.ring).set_var(name, share.to_libspu())
-        old = self._location.get(name)
-        if old is not None and old != share.ring:
-            self._runtimes[old].del_var(name)
+        self.delete(name)
+        self._held[name] = share
         self._location[name] = share.ring
 
     def get_share(self, name: str, ring: RingSpec | None = None) -> AShare:
@@ -100,12 +105,23 @@ class PartyRuntime:
             )
         if ring is not None and ring != where:
             raise PlanError(f"party {self.rank}: variable {name!r} lives in {where}, not in {ring}")
-        raw = self._runtimes[where].get_var(name)
-        return AShare.from_libspu(raw, where, where=f"party {self.rank} variable {name!r}")
+        share = self._held.get(name)
+        if share is None:
+            raw = self._runtimes[where].get_var(name)
+            share = AShare.from_libspu(raw, where, where=f"party {self.rank} variable {name!r}")
+            self._held[name] = share
+        return share
+
+    def _push_to_spu(self, name: str) -> None:
+        if name not in self._in_spu:
+            self.runtime(self._location[name]).set_var(name, self._held[name].to_libspu())
+            self._in_spu.add(name)
 
     def delete(self, name: str) -> None:
         ring = self._location.pop(name, None)
-        if ring is not None:
+        self._held.pop(name, None)
+        if name in self._in_spu:
+            self._in_spu.discard(name)
             self._runtimes[ring].del_var(name)
 
     def has(self, name: str) -> bool:
@@ -135,6 +151,8 @@ class PartyRuntime:
                     stats.append(self._run_segment(step))
                 elif isinstance(step, KernelStep):
                     stats.append(self._run_kernel(step, plan.variables[step.dst].dtype))
+                elif isinstance(step, KernelCall):
+                    stats.append(self._run_call(step, plan))
                 else:
                     raise PlanError(f"unknown step type {type(step).__name__}")
             except DittoError as e:
@@ -155,13 +173,16 @@ class PartyRuntime:
                     f"party {self.rank}: segment {step.name!r} needs {name!r} in {step.ring}, "
                     f"it is {'missing' if name not in self._location else self._location[name]}"
                 )
+            self._push_to_spu(name)
         run_name = f"{step.name}#{next(_RUN_IDS)}@P{self.rank}"
         exe = libspu.Executable(run_name, list(step.input_names), list(step.output_names), step.code)
         t0 = time.perf_counter()
         self._runtimes[step.ring].run(exe)
         wall = time.perf_counter() - t0
         for name in step.output_names:
+            self._held.pop(name, None)
             self._location[name] = step.ring
+            self._in_spu.add(name)
         profile = self._profile.take(run_name) if self._profile else None
         if profile is None:
             return StepStats(step.name, "segment", str(step.ring), wall, 0, 0, 0)
@@ -197,6 +218,41 @@ class PartyRuntime:
             result.comm.bytes_received,
             result.comm.rounds,
             elements=share.numel,
+        )
+
+
+    def _run_call(self, step: KernelCall, plan: Plan) -> StepStats:
+        kernel = find_call_kernel(step.kernel)
+        shares = [self.get_share(name, step.ring) for name in step.input_names]
+        before = dataclasses.replace(self.link.stats)
+        t0 = time.perf_counter()
+        outputs = kernel(self.ctx, shares, step.params)
+        wall = time.perf_counter() - t0
+        after = self.link.stats
+        if len(outputs) != len(step.output_names):
+            raise PlanError(
+                f"party {self.rank}: kernel {step.kernel!r} returned {len(outputs)} values for "
+                f"{len(step.output_names)} outputs in step {step.name!r}"
+            )
+        elements = 0
+        for name, share in zip(step.output_names, outputs):
+            info = plan.variables[name]
+            if share.shape != info.shape:
+                raise PlanError(
+                    f"party {self.rank}: kernel {step.kernel!r} made {name!r} with shape "
+                    f"{share.shape}, the plan says {info.shape}"
+                )
+            self.set_share(name, dataclasses.replace(share, dtype=info.dtype))
+            elements += share.numel
+        return StepStats(
+            step.name,
+            step.kernel,
+            str(step.ring),
+            wall,
+            after.bytes_sent - before.bytes_sent,
+            after.bytes_received - before.bytes_received,
+            after.rounds - before.rounds,
+            elements=elements,
         )
 
 

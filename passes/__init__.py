@@ -13,7 +13,8 @@ from .emit import Emitted, emit, segment_text
 from .graph import CompileError, Graph, format_graph
 from .insert_casts import casts, insert_casts
 from .parse import parse_module
-from .partition import CastPart, SegmentPart, describe_parts, partition
+from .partition import CallPart, CastPart, SegmentPart, describe_parts, partition
+from .select_kernels import select_kernels
 
 __all__ = [
     "CompileError",
@@ -31,6 +32,8 @@ __all__ = [
     "casts",
     "SegmentPart",
     "CastPart",
+    "CallPart",
+    "select_kernels",
 ]
 
 
@@ -48,16 +51,25 @@ class Compiled:
 
 
 def compile_stablehlo(
-    source, policy=None, *, arg_names=None, compile: bool = True, copts=None, split_by=None
+    source,
+    policy=None,
+    *,
+    arg_names=None,
+    compile: bool = True,
+    copts=None,
+    split_by=None,
+    kernels: bool = True,
 ) -> Compiled:
     """Run every pass on StableHLO ``source`` (text or ir.Module) under ``policy``.
 
     ``split_by(node) -> str`` optionally keeps ops of different groups in different
-    segments (see :func:`passes.partition.partition`)."""
+    segments (see :func:`passes.partition.partition`). ``kernels`` hands FXP32 matmuls to
+    ditto-spu's own protocol (:mod:`passes.select_kernels`); False keeps all ops in SPU."""
     graph = parse_module(source)
     if arg_names is not None:
         graph.arg_names = list(arg_names) + [""] * (len(graph.args) - len(arg_names))
     annotate_rings(graph, policy)
     insert_casts(graph)
+    select_kernels(graph, matmul_fxp32=kernels)
     parts = partition(graph, split_by)
     return Compiled(graph, parts, emit(graph, parts, compile=compile, copts=copts))

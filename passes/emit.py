@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ditto_spu.plan import InputBinding, KernelStep, OutputBinding, Plan, Segment, VarInfo
+from ditto_spu.plan import InputBinding, KernelCall, KernelStep, OutputBinding, Plan, Segment, VarInfo
 
 from .graph import CompileError, Graph, parse_location
 from .parse import _walk_ops
-from .partition import CastPart, SegmentPart
+from .partition import CallPart, CastPart, SegmentPart
 
 _CODE_CACHE: dict = {}
 
@@ -224,7 +224,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
         variables[names[vid]] = info(vid)
         inputs.append(InputBinding(names[vid], info(vid)))
     steps = []
-    seg_count = cast_count = 0
+    seg_count = cast_count = call_count = 0
     for part in parts:
         if isinstance(part, SegmentPart):
             if not part.outputs:
@@ -244,6 +244,20 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
                 )
             )
             seg_count += 1
+        elif isinstance(part, CallPart):
+            for vid in part.outputs:
+                variables[names[vid]] = info(vid)
+            steps.append(
+                KernelCall(
+                    f"{part.kernel}{call_count}",
+                    part.kernel,
+                    [names[v] for v in part.inputs],
+                    [names[v] for v in part.outputs],
+                    part.ring,
+                    part.params,
+                )
+            )
+            call_count += 1
         elif isinstance(part, CastPart):
             variables[names[part.dst]] = info(part.dst)
             steps.append(

@@ -140,6 +140,8 @@ class Node:
     const: bool = False  # depends on constants only: cloned into each segment needing it
     after: int | None = None  # for inserted casts: the node they follow in program order
     note: str = ""  # why a cast exists ("convert", "edge", "retype")
+    kernel: str = ""  # for kind == "call": the registered kernel that runs this op
+    params: dict = dataclasses.field(default_factory=dict)  # the kernel's parameters
 
     @property
     def inputs(self) -> list:
@@ -149,6 +151,15 @@ class Node:
     @property
     def is_cast(self) -> bool:
         return self.kind == "cast"
+
+    @property
+    def is_call(self) -> bool:
+        return self.kind == "call"
+
+    @property
+    def is_step(self) -> bool:
+        """A node that becomes a step of its own (a cast or a kernel call), not SPU code."""
+        return self.kind in ("cast", "call")
 
     def describe(self) -> str:
         return f"{self.op_name} at {self.location}"
@@ -230,6 +241,8 @@ def format_graph(graph: Graph) -> str:
         if n.is_cast:
             src = vals[n.operands[0]]
             line = f"  {res} = cast {src.label} {src.ring} -> {n.ring}  [{n.note}]"
+        elif n.is_call:
+            line = f"  {res} = kernel {n.kernel}({ins})"
         else:
             name = n.op_name.replace("stablehlo.", "")
             regions = f" {{{len(n.op.regions)} region(s)}}" if n.op is not None and len(n.op.regions) else ""

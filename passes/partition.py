@@ -40,6 +40,18 @@ class SegmentPart:
 
 
 @dataclasses.dataclass
+class CallPart:
+    """A kernel node (e.g. an FXP32 matmul run by our own protocol): a step of its own."""
+
+    node: int
+    kernel: str
+    inputs: list  # value ids
+    outputs: list  # value ids
+    ring: RingSpec
+    params: dict
+
+
+@dataclasses.dataclass
 class CastPart:
     node: int
     src: int  # value id
@@ -65,8 +77,8 @@ def partition(graph: Graph, split_by=None) -> list:
     position = {n.id: i for i, n in enumerate(order)}
     deps = {n.id: _deps(graph, n) for n in order}
     level = _levels(order, deps)
-    remaining_ops = [n for n in order if not n.is_cast]
-    remaining_casts = [n for n in order if n.is_cast]
+    remaining_ops = [n for n in order if not n.is_step]
+    remaining_casts = [n for n in order if n.is_step]
     done: set = set()
     parts: list = []
     segments: list = []
@@ -77,10 +89,15 @@ def partition(graph: Graph, split_by=None) -> list:
             progress = False
             for c in list(remaining_casts):
                 if deps[c.id] <= done:
-                    src, dst = c.operands[0], c.results[0]
-                    parts.append(
-                        CastPart(c.id, src, dst, graph.values[src].ring, graph.values[dst].ring)
-                    )
+                    if c.is_call:
+                        parts.append(
+                            CallPart(c.id, c.kernel, list(c.operands), list(c.results), c.ring, dict(c.params))
+                        )
+                    else:
+                        src, dst = c.operands[0], c.results[0]
+                        parts.append(
+                            CastPart(c.id, src, dst, graph.values[src].ring, graph.values[dst].ring)
+                        )
                     done.add(c.id)
                     remaining_casts.remove(c)
                     progress = True
@@ -125,7 +142,7 @@ def _levels(order, deps) -> dict:
     level: dict = {}
     for n in reversed(order):
         below = max((level[u] for u in users.get(n.id, ())), default=0)
-        level[n.id] = below + (1 if n.is_cast else 0)
+        level[n.id] = below + (1 if n.is_step else 0)
     return level
 
 
@@ -144,6 +161,9 @@ def _fill_liveness(graph, parts, segments) -> None:
     for i, part in enumerate(parts):
         if isinstance(part, CastPart):
             later_reads.setdefault(part.src, set()).add(i)
+        elif isinstance(part, CallPart):
+            for vid in part.inputs:
+                later_reads.setdefault(vid, set()).add(i)
         else:
             for nid in part.nodes:
                 for vid in graph.nodes[nid].inputs:
@@ -200,6 +220,10 @@ def describe_parts(graph, parts) -> str:
                 f"{', '.join(graph.values[v].label for v in p.inputs) or '-'}; writes "
                 f"{', '.join(graph.values[v].label for v in p.outputs) or '-'}"
             )
+        elif isinstance(p, CallPart):
+            ins = ", ".join(graph.values[v].label for v in p.inputs)
+            outs = ", ".join(graph.values[v].label for v in p.outputs)
+            lines.append(f"  kernel {p.kernel}({ins}) -> {outs} in {p.ring}")
         else:
             s, d = graph.values[p.src], graph.values[p.dst]
             lines.append(

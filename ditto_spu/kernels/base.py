@@ -127,6 +127,25 @@ def register_cast_kernel(kernel) -> object:
     return kernel
 
 
+_CALL_KERNELS: dict = {}
+
+
+def register_call_kernel(name: str, fn) -> object:
+    """Register an n-ary kernel ``fn(ctx, [AShare...], params) -> [AShare...]`` by name."""
+    _CALL_KERNELS[name] = fn
+    return fn
+
+
+def find_call_kernel(name: str):
+    _ensure_builtin_kernels()
+    try:
+        return _CALL_KERNELS[name]
+    except KeyError:
+        raise RingError(
+            f"no registered kernel named {name!r}; registered: {sorted(_CALL_KERNELS)}"
+        ) from None
+
+
 def registered_cast_kernels() -> list:
     _ensure_builtin_kernels()
     return list(_REGISTRY)
@@ -173,7 +192,7 @@ def _ensure_builtin_kernels() -> None:
         return
     with _BUILTINS_LOCK:
         if not _BUILTINS_LOADED:
-            from . import downcast, rescale, upcast  # noqa: F401  (registration side effect)
+            from . import downcast, matmul, rescale, upcast  # noqa: F401  (registration side effect)
 
             _BUILTINS_LOADED = True
 

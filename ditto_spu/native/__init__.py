@@ -100,6 +100,33 @@ def _original_argv() -> list[str]:
     return [sys.executable] + sys.argv
 
 
+def _blas_coretype() -> str | None:
+    """OpenBLAS kernel family for this CPU when OpenBLAS would not find one itself.
+
+    numpy's bundled OpenBLAS identifies cores by CPU model; on virtual CPUs that report a
+    generic "Intel Xeon Processor" it falls back to its slowest (Prescott) kernels, 5-8x
+    slower in float64 GEMM, which the FXP32 matmul kernel relies on. We pick the family
+    from the CPU's feature flags. An OPENBLAS_CORETYPE already set is never changed.
+    """
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
 def ensure_preloaded() -> None:
     """Make sure this process runs under the allocator, re-executing it if needed.
 
@@ -107,17 +134,23 @@ def ensure_preloaded() -> None:
     ``LD_PRELOAD`` extended by the allocator. It happens at most once (guarded by an
     environment flag); if the allocator is still missing afterwards, this raises.
     """
-    if is_active():
+    coretype = _blas_coretype()
+    if is_active() and coretype is None:
         return
     if os.environ.get(_REEXEC_FLAG) == "1":
+        if is_active():
+            return
         raise AllocatorError(
             "re-executed with LD_PRELOAD but the aligned allocator is still not active; "
             f"check that {library_path()} loads (ldd) and that nothing strips LD_PRELOAD"
         )
-    path = library_path()
     env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in [path, env.get("LD_PRELOAD", "")] if p)
+    if not is_active():
+        path = library_path()
+        env["LD_PRELOAD"] = ":".join(p for p in [path, env.get("LD_PRELOAD", "")] if p)
     env[_REEXEC_FLAG] = "1"
+    if coretype is not None:
+        env["OPENBLAS_CORETYPE"] = coretype
     sys.stdout.flush()
     sys.stderr.flush()
     argv = _original_argv()

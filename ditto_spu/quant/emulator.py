@@ -26,8 +26,12 @@ that ring's arithmetic (see :mod:`.fxp` for the arithmetic and what is modelled 
   of later SPU versions too;
 * every float result is checked against its ring's safe range ``|v|·2^f < 2^(l−2)``.
 
-Overflow handling (``EmulatorOptions.mode``): ``"wrap"`` (default) reduces values modulo
-2^l like the ring does, so the output is what a secure run would give; ``"raise"`` raises
+Overflow handling (``EmulatorOptions.mode``): ``"wrap"`` (default) reduces values and
+products (at scale 2^(2f), before truncation) modulo 2^l like the ring does, so the output
+is what a secure run gives (measured: an FXP32[f=14] product 3.75·4 comes out as −1 in
+both; when the wrapped element itself lies outside ±2^(l−2), SPU's probabilistic
+truncation may in addition be off by a multiple of 2^(l−f): such results are garbage either
+way); ``"raise"`` raises
 :class:`RingOverflowError` naming the scope, value and limit; ``"record"`` keeps exact
 values (an unbounded ring) and only records. In every mode the per-scope maxima are
 accumulated in ``emulated.report`` (:class:`~.report.RangeReport`).

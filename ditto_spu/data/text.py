@@ -1,0 +1,180 @@
+"""Unlabeled English text for distillation: any text file, or the built-in corpus.
+
+The built-in corpus is Python's own documentation, ``pydoc_data.topics`` (the text that
+``help("assert")`` prints; part of the standard library, so present offline on every
+machine): ~80 topics, ~465k characters. :func:`builtin_corpus` keeps its prose sentences
+(code samples, grammar rules, headings and tables dropped) and splits them by TOPIC into a
+training part and a held-out part, deterministically: a topic is held out when the CRC-32
+of its name falls in the held-out fraction, so held-out sentences come from documents the
+training never saw, and the split does not depend on the Python version's topic order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from pathlib import Path
+from typing import Iterable, Union
+
+from ..errors import DittoError
+
+UNITS = ("sentence", "line", "paragraph")
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z])")
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "Mr.", "Dr.", "No.")
+_UNDERLINE = re.compile(r"^[*=\-~^\"]{3,}\s*$")
+
+
+class TextDataError(DittoError):
+    """A text source is unusable (unreadable, not UTF-8, no sentences)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Sentences for training and for held-out evaluation, plus where they came from."""
+
+    train: tuple
+    held_out: tuple
+    source: str
+    held_out_docs: tuple = ()
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph of prose (whitespace collapsed). A period after a common
+    abbreviation (``e.g.``, ``i.e.`` ...) does not end a sentence."""
+    text = " ".join(paragraph.split())
+    if not text:
+        return []
+    protected = text
+    for i, abbr in enumerate(_ABBREVIATIONS):
+        protected = protected.replace(abbr, f"\0{i}\0")
+    out = []
+    for piece in _SENTENCE_END.split(protected):
+        for i, abbr in enumerate(_ABBREVIATIONS):
+            piece = piece.replace(f"\0{i}\0", abbr)
+        piece = piece.strip()
+        if piece:
+            out.append(piece)
+    return out
+
+
+def is_prose(sentence: str, min_words: int = 5, max_words: int = 80) -> bool:
+    """A heuristic for English prose: enough words, mostly letters, starts like a sentence,
+    ends with punctuation, no grammar-rule / code symbols."""
+    words = sentence.split()
+    if not (min_words <= len(words) <= max_words):
+        return False
+    if not re.match(r"[\"'(]?[A-Z]", sentence) or sentence[-1] not in ".!?:)\"'":
+        return False
+    if any(tok in sentence for tok in ("::=", ">>>", "...:", "{}", "()")):
+        return False
+    letters = sum(c.isalpha() or c == " " for c in sentence)
+    return letters / len(sentence) >= 0.8
+
+
+def _prose_paragraphs(text: str) -> Iterable[str]:
+    """Paragraphs of a reStructuredText-like document that are prose: not indented (code
+    and grammar blocks are), not headings (a line underlined with ``***`` / ``===``)."""
+    for block in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in block.split("\n") if ln.strip()]
+        if not lines:
+            continue
+        if any(_UNDERLINE.match(ln.strip()) for ln in lines):
+            continue  # a heading (or a table border)
+        if lines[0].startswith((" ", "\t")):
+            continue  # code sample, grammar rule, literal block
+        first = lines[0].lstrip()
+        if first.startswith(("* ", "- ")):  # a bullet: keep its prose
+            lines[0] = first[2:]
+        yield " ".join(ln.strip() for ln in lines)
+
+
+def document_sentences(text: str, min_words: int = 5, max_words: int = 80) -> list[str]:
+    """The prose sentences of one document (see :func:`is_prose`), in order."""
+    out = []
+    for para in _prose_paragraphs(text):
+        out.extend(s for s in split_sentences(para) if is_prose(s, min_words, max_words))
+    return out
+
+
+def _held_out_doc(name: str, fraction: float) -> bool:
+    return (zlib.crc32(name.encode("utf-8")) % 10_000) < fraction * 10_000
+
+
+def builtin_corpus(held_out_fraction: float = 0.15, min_words: int = 5, max_words: int = 80) -> Corpus:
+    """Prose sentences of ``pydoc_data.topics``, split by topic into train / held-out.
+
+    Deterministic for a given ``pydoc_data`` text (no RNG); ``held_out_fraction`` of the
+    topics (by CRC-32 of the topic name, see the module docstring) are held out.
+    """
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held_out_fraction must lie in (0, 1), got {held_out_fraction}")
+    from pydoc_data.topics import topics
+
+    train, held, held_docs = [], [], []
+    for name in sorted(topics):
+        sentences = document_sentences(topics[name], min_words, max_words)
+        if _held_out_doc(name, held_out_fraction):
+            held.extend(sentences)
+            held_docs.append(name)
+        else:
+            train.extend(sentences)
+    if not train or not held:
+        raise TextDataError(
+            f"pydoc_data.topics gave {len(train)} training and {len(held)} held-out sentences; "
+            "choose another held_out_fraction"
+        )
+    return Corpus(tuple(_dedupe(train)), tuple(_dedupe(held)), "pydoc_data.topics", tuple(held_docs))
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen, out = set(), []
+    for s in items:
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def read_text(path: Union[str, Path], unit: str = "sentence", min_words: int = 3) -> list[str]:
+    """Unlabeled text units from any UTF-8 text file.
+
+    ``unit``: ``"line"`` (each non-blank line), ``"paragraph"`` (blocks separated by blank
+    lines, whitespace collapsed) or ``"sentence"`` (paragraphs split into sentences).
+    Units with fewer than ``min_words`` words are dropped. Raises :class:`TextDataError`
+    naming the file (and line, for bytes that are not UTF-8) when nothing usable is left.
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such text file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TextDataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if unit == "line":
+        units = [" ".join(ln.split()) for ln in text.splitlines()]
+    else:
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+        if unit == "paragraph":
+            units = paragraphs
+        else:
+            units = [s for p in paragraphs for s in split_sentences(p)]
+    units = [u for u in units if len(u.split()) >= min_words]
+    if not units:
+        raise TextDataError(f"{path}: no {unit} with at least {min_words} words")
+    return units
+
+
+def train_held_out_split(units: list[str], held_out_fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """A deterministic split of text units (CRC-32 of each unit; no RNG), for files that
+    do not come with a held-out part. Both parts are non-empty when there are ≥ 2 units."""
+    held = [u for u in units if _held_out_doc(u, held_out_fraction)]
+    train = [u for u in units if not _held_out_doc(u, held_out_fraction)]
+    if len(units) >= 2 and (not held or not train):
+        held, train = units[-1:], units[:-1]
+    return train, held
