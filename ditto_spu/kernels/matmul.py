@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import PlanError
+from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel, run_cast
 from .ring_matmul import dot_general_u32
+from .rss import open_for_check
 
 NAME = "matmul_fxp32"
 
@@ -51,6 +52,8 @@ def matmul_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
         raise PlanError(f"{NAME} multiplies two FXP32 shares of one ring, got {x.ring} and {y.ring}")
     dims = _dims(params)
     out_dtype = params.get("out_dtype", x.dtype)
+    if ctx.checked and is_fixed_point(out_dtype):
+        _check_product_range(ctx, x, y, dims)
     xa, xb = x.components[..., 0], x.components[..., 1]
     ya, yb = y.components[..., 0], y.components[..., 1]
     # [x_i | x_{i+1}] · [y_i + y_{i+1} ; y_i]: stack the two terms along a new contracting axis.
@@ -68,6 +71,30 @@ def matmul_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
         return [AShare(ring, z.shape, out_dtype, components)]
     wide = AShare(RingSpec(ring.field, 2 * ring.frac_bits), z.shape, out_dtype, components)
     return [run_cast(ctx, wide, ring).share]
+
+
+def _check_product_range(ctx: PartyContext, x: AShare, y: AShare, dims) -> None:
+    """CHECKED MODE ONLY (reveals x and y to all parties): the exact product at scale
+    2^(2f) must stay inside SPU's safe range |v| < 2^30 — a product that leaves it wraps
+    mod 2^32 and cannot be seen in the ring value afterwards."""
+    xv = open_for_check(ctx, x).astype(np.float64)
+    yv = open_for_check(ctx, y).astype(np.float64)
+    lb, rb, lc, rc = dims
+    lf = [i for i in range(xv.ndim) if i not in lb and i not in lc]
+    rf = [i for i in range(yv.ndim) if i not in rb and i not in rc]
+    bsz = int(np.prod([xv.shape[i] for i in lb], dtype=np.int64))
+    k = int(np.prod([xv.shape[i] for i in lc], dtype=np.int64))
+    a = np.transpose(xv, list(lb) + lf + list(lc)).reshape(bsz, -1, k)
+    b = np.transpose(yv, list(rb) + list(rc) + rf).reshape(bsz, k, -1)
+    worst = float(np.max(np.abs(np.matmul(a, b)), initial=0.0))
+    limit = 2.0 ** (x.ring.bits - 2)
+    if worst >= limit:
+        f = x.ring.frac_bits
+        raise RangeError(
+            f"{NAME} on party {ctx.rank}: a product reaches {worst * 2.0 ** (-2 * f):.6g}, but "
+            f"{x.ring} holds products only below {limit * 2.0 ** (-2 * f):.6g} (|v·2^{2 * f}| < "
+            f"2^{x.ring.bits - 2}); use fewer fraction bits for this layer (calibrate) or FXP64"
+        )
 
 
 register_call_kernel(NAME, matmul_fxp32)
