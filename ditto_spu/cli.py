@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_casts)
 
-    p = sub.add_parser("demo", help="run the main demonstration (secure mixed-ring inference)")
+    p = sub.add_parser("demo", help="the main demonstration: secure MiniLM inference in ditto mode")
+    p.add_argument("--small", action="store_true", help="the small hand-built mixed-ring plan instead")
+    p.add_argument("--student", default=None, help="a distilled student checkpoint directory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_demo)
 

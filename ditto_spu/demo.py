@@ -1,18 +1,65 @@
-"""`ditto-spu demo` / `make demo`: one secure mixed-ring computation, end to end.
+"""`ditto-spu demo` / `make demo`: the main job.
 
-Runs the hand-built plan FXP32 matmul -> upcast -> FXP64 exp -> downcast -> FXP32
-matmul on three simulated parties and prints its error against plaintext and what
-every step cost.
+By default: secure inference of MiniLM (real all-MiniLM-L6-v2 weights) on a sentence in
+ditto mode — three simulated parties, mixed FXP32/FXP64 rings — printing the sentence
+embedding's cosine similarity to plaintext FP32 and to the plaintext fixed-point
+emulation, wall time, bytes and rounds. With ``--small``: the hand-built plan FXP32
+matmul -> upcast -> FXP64 exp -> downcast -> FXP32 matmul, with every step's cost.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
+DEMO_TEXT = "The three servers compute the answer without ever seeing the sentence or the model."
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
 
 def run_demo(args) -> int:
+    if getattr(args, "small", False):
+        return run_small_demo(args)
+    from rich.console import Console
+
+    from .infer import secure_inference
+
+    policy = os.path.join(_CONFIGS, "policy_minilm_ditto.json")
+    policy = policy if os.path.exists(policy) else None
+    console = Console(stderr=True)
+    with console.status("loading MiniLM") as status:
+        result = secure_inference(
+            getattr(args, "student", None) or "minilm",
+            "ditto",
+            DEMO_TEXT,
+            seq_len=32,
+            policy=policy,
+            model_name="minilm",
+            progress=lambda message: status.update(message),
+        )
+    summary = {**result.summary(), "policy": policy, "text": DEMO_TEXT}
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    out = Console()
+    out.print(f"[bold]Secure inference of MiniLM (ditto mode, 3-party ABY3 simulation)[/bold]")
+    out.print(f"  text: {DEMO_TEXT!r} ({result.tokens} tokens, seq {result.seq_len})")
+    out.print(f"  plan: {result.segments} SPU segments in {', '.join(result.rings)}, "
+              f"{result.casts} ring casts, FXP32 matmuls by ditto-spu's own kernel")
+    out.print(f"  cosine to plaintext FP32 model:        {result.cosine_fp32:.4f}")
+    out.print(f"  cosine to plaintext fixed-point model: {result.cosine_emulation:.6f}")
+    out.print(f"  wall {result.wall_s:.1f} s, bytes sent per party "
+              f"{', '.join(f'{b / 1e6:.1f} MB' for b in result.bytes_sent)}, rounds <= {result.rounds}")
+    if result.cosine_fp32 < 0.9:
+        out.print("  [yellow]note:[/yellow] ditto's quad GeLU changes what the pretrained weights compute; "
+                  "the FP32 cosine is only high after quantization-aware distillation "
+                  "(`ditto-spu distill`); the emulation cosine shows the secure run computes "
+                  "exactly what the rings should.")
+    return 0
+
+
+def run_small_demo(args) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

@@ -108,10 +108,15 @@ def secure_inference(
     model_name: str | None = None,
     output: str | None = None,
     emulate: bool = True,
-    simulator=None,
+    runner=None,
     progress=None,
 ) -> InferenceResult:
-    """Run ``model`` (object or name) securely on ``text`` in ``mode``; see the module doc."""
+    """Run ``model`` (object or name) securely on ``text`` in ``mode``; see the module doc.
+
+    ``runner``: anything with ``run(plan, inputs) -> (outputs, RunStats)`` — the 3-party
+    :class:`~ditto_spu.simulation.Simulator` (default) or a
+    :class:`~ditto_spu.distributed.driver.NodesRunner` for a three-node deployment.
+    """
     import jax
 
     from .frontend import compile
@@ -141,7 +146,7 @@ def secure_inference(
 
     step("running three parties (secure inference)")
     inputs = program.flatten_inputs(params, x, mask)
-    outputs, stats = (simulator or Simulator()).run(program.plan, inputs)
+    outputs, stats = (runner or Simulator()).run(program.plan, inputs)
     secure = np.asarray(program.unflatten_outputs(outputs), np.float64)
 
     step("plaintext references")

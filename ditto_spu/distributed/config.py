@@ -169,16 +169,22 @@ class DeploymentConfig:
         return desc
 
     def policy_object(self):
+        """The precision policy: the config's ``policy`` (path relative to the config, or
+        inline), or — when there is none — f16 values in ``rings.low`` and f32 in
+        ``rings.high``."""
         from ..policy import Policy
 
         if self.policy is None:
-            return Policy()
-        if isinstance(self.policy, dict):
-            return Policy.from_obj(self.policy) if hasattr(Policy, "from_obj") else Policy.from_json(json.dumps(self.policy))
-        path = self.policy
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(self.path), path)
-        return Policy.load(path)
+            return Policy(low=self.low, high=self.high)
+        try:
+            if isinstance(self.policy, dict):
+                return Policy.from_obj(self.policy)
+            path = self.policy
+            if not os.path.isabs(path):
+                path = os.path.join(os.path.dirname(self.path), path)
+            return Policy.load(path)
+        except DittoError as e:
+            raise ConfigError(f"{self.path}: field 'policy': {e}") from None
 
 
 def load_config(path: str) -> DeploymentConfig:

@@ -135,3 +135,15 @@ def _abort(pending: dict, reason: str) -> None:
             conn.send({"type": "abort", "reason": reason})
         except OSError:
             pass
+
+
+class NodesRunner:
+    """Runs plans on a three-node deployment: the same ``run(plan, inputs)`` as the
+    simulator, so every caller (inference, benchmarks) can use either."""
+
+    def __init__(self, config: DeploymentConfig, **options):
+        self.config = config
+        self.options = options
+
+    def run(self, plan: Plan, inputs: dict, rng=None):
+        return run_plan(self.config, plan, inputs, rng=rng, **self.options)

@@ -180,3 +180,26 @@ def test_tls_config_requires_existing_files(tmp_path):
     cfg["link"]["tls"] = {"enabled": True, "cert": "missing.crt", "key": "k", "ca": "c"}
     with pytest.raises(ConfigError, match="link/tls/cert"):
         parse_config(cfg, path)
+
+
+def test_two_layer_bert_in_ditto_mode_on_three_nodes_matches_the_simulator(tmp_path):
+    from ditto_spu.distributed.driver import NodesRunner
+    from ditto_spu.infer import cosine, secure_inference
+    from ditto_spu.models import load_model
+
+    path = write_config(tmp_path)
+    config = load_config(path)
+    model = load_model("tiny", seed=0)  # 2 layers, same weights in both runs
+    text = "three nodes compute a transformer layer by layer"
+    kwargs = dict(seq_len=16, policy=config.policy_object(), model_name="tiny", emulate=False)
+    with Nodes(path) as nodes:
+        nodes.wait_ready()
+        on_nodes = secure_inference(model, "ditto", text, runner=NodesRunner(config), **kwargs)
+        shutdown(config)
+    simulated = secure_inference(model, "ditto", text, runner=Simulator(options=config.spu), **kwargs)
+    assert on_nodes.rings == simulated.rings and on_nodes.segments == simulated.segments
+    # fresh randomness in each run: equal up to fixed-point noise
+    assert cosine(on_nodes.output, simulated.output) > 0.9999
+    np.testing.assert_allclose(on_nodes.output, simulated.output, atol=0.05)
+    total_n, total_s = sum(on_nodes.bytes_sent), sum(simulated.bytes_sent)
+    assert abs(total_n - total_s) <= 0.05 * total_s

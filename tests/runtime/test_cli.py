@@ -26,7 +26,7 @@ def test_casts_json_reports_every_kernel_within_spec():
 
 def test_demo_json_is_accurate():
     proc = subprocess.run(
-        [sys.executable, "-m", "ditto_spu.cli", "demo", "--json"],
+        [sys.executable, "-m", "ditto_spu.cli", "demo", "--small", "--json"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
