@@ -138,7 +138,7 @@ class _FakeQuant:
         if all(v.const for v in invals):  # public computation: exact
             return [_Val(o, None, True) for o in _bind(eqn, [v.x for v in invals])]
         ring = self.widest(self.ring_for(v.aval.dtype, scope) for v, f in zip(eqn.outvars, out_float) if f)
-        in_float = [v.ring is not None or (v.const and _is_float(np.asarray(v.x).dtype)) for v in invals]
+        in_float = [v.ring is not None or (v.const and _is_float(jnp.result_type(v.x))) for v in invals]
         if ring is None:
             ring = self.widest(v.ring for v in invals)
         xs = []
