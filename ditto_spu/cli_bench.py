@@ -73,7 +73,7 @@ def _progress_display(modes, quiet: bool):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    phases = ("trace", "compile", "reference", "share", "run", "done")
+    phases = ("trace", "compile", "reference", "share", "run", "done")  # or "failed"
     if quiet:
         return (lambda mode, phase: None), contextlib.nullcontext()
     console = Console(stderr=True)
@@ -101,7 +101,7 @@ def _progress_display(modes, quiet: bool):
             bar.start_task(task)
         done = phases.index(phase) if phase in phases else 0
         bar.update(task, completed=done, phase=phase)
-        if phase == "done":
+        if phase in ("done", "failed"):
             bar.stop_task(task)
 
     return callback, bar
@@ -145,13 +145,20 @@ def run(args) -> int:
     )
     command = canonical_command(args)
     callback, display = _progress_display(modes, args.quiet)
+    def save(result):
+        if args.json_path:
+            with open(args.json_path, "w") as f:
+                json.dump(result.as_dict(), f, indent=1)
+                f.write("\n")
+
     with display:
-        result = run_bench(config, command=command, progress=callback)
+        result = run_bench(config, command=command, progress=callback, checkpoint=save)
+    save(result)
     data = result.as_dict()
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
+    for failure in result.meta.get("failures", []):
+        print(f"ditto-spu bench: mode {failure['mode']} failed: {failure['error']}", file=sys.stderr)
+    if not result.records:
+        return 2
     text = markdown([data])
     if args.markdown:
         with open(args.markdown, "w") as f:
@@ -162,7 +169,7 @@ def run(args) -> int:
             print(f"plot: {path}", file=sys.stderr)
     if not args.quiet:
         print(text)
-    return 0
+    return 1 if result.meta.get("failures") else 0
 
 
 def main(argv=None) -> int:

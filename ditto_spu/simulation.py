@@ -32,12 +32,14 @@ class _PartyThread(threading.Thread):
         self.result = None
         self.error = None
         self.failed_step = "setup"
+        self.failed_at = float("inf")
 
     def run(self):
         try:
             self.result = self._target_fn(self)
         except BaseException as e:  # reported to the caller by Simulator.run
             self.error = e
+            self.failed_at = time.monotonic()
 
 
 class Simulator:
@@ -93,9 +95,17 @@ class Simulator:
 
         def party_main(thread: _PartyThread):
             link = libspu.link.create_mem(desc, thread.rank)
-            runtime = PartyRuntime(link, options=self.options, checked=self.checked)
-            outputs, steps = runtime.run(plan, party_inputs[thread.rank])
-            return outputs, steps, runtime.setup_stats.bytes_sent
+            try:
+                runtime = PartyRuntime(link, options=self.options, checked=self.checked)
+                outputs, steps = runtime.run(plan, party_inputs[thread.rank])
+                return outputs, steps, runtime.setup_stats.bytes_sent
+            finally:
+                # Close the link cleanly (it waits for the peers' goodbye, bounded by the
+                # receive timeout) so no link thread outlives the party.
+                try:
+                    link.stop_link()
+                except RuntimeError:
+                    pass
 
         threads = [_PartyThread(rank, party_main) for rank in range(WORLD_SIZE)]
         t0 = time.perf_counter()
@@ -118,12 +128,18 @@ class Simulator:
 
 
 def _wait_all(threads: list, timeout_s: float) -> None:
-    """Join party threads; raise PartyError as soon as one fails (never wait forever)."""
+    """Join party threads; when one fails, give the others until their receive timeout to
+    stop (they fail too: their peer is gone), then raise PartyError (never wait forever)."""
     deadline = time.monotonic() + 3 * timeout_s + 60
     while True:
         failed = [t for t in threads if not t.is_alive() and t.error is not None]
         if failed:
-            first = min(failed, key=lambda t: t.rank)
+            grace = time.monotonic() + 2 * timeout_s + 5
+            for t in threads:
+                t.join(max(0.0, grace - time.monotonic()))
+            failed = [t for t in threads if not t.is_alive() and t.error is not None]
+            # the first party to fail is the cause; the others failed waiting for it
+            first = min(failed, key=lambda t: (t.failed_at, t.rank))
             err = first.error
             if isinstance(err, PartyError):
                 raise err

@@ -38,8 +38,10 @@ from .costmodel import LAN, MODEL_FORMULA, WAN
 
 DEFAULT_MODES = ("puma", "mpcformer", "ditto")
 EMBEDDINGS = ("none", "onehot")
-#: (numerator, denominator) mode pairs whose ratios the summary reports.
-RATIO_PAIRS = (("ditto", "puma"), ("ditto", "mpcformer"))
+#: (numerator, denominator) mode pairs whose ratios the summary reports (when both ran).
+#: ``ditto@float32`` is Ditto's approximations on one FXP64 ring: ditto / ditto@float32
+#: is what the mixed rings alone buy.
+RATIO_PAIRS = (("ditto", "puma"), ("ditto", "mpcformer"), ("ditto", "ditto@float32"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +228,7 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
     from ..kernels.base import registered_cast_kernels
     from ..models import load_mode
     from ..plan import KernelStep, Segment
+    from ..shares import reconstruct
     from ..simulation import Simulator
 
     mode = load_mode(mode_name)
@@ -246,10 +249,10 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
     del inputs
     phase("run")
     load_before = os.getloadavg()[0]
+    cpu0 = time.process_time()
     out_shares, stats = sim.run_shares(plan, shares)
+    cpu_s = time.process_time() - cpu0
     del shares
-    from ..shares import reconstruct
-
     outputs = {b.name: reconstruct([out_shares[r][b.name] for r in range(3)]) for b in plan.outputs}
     result = np.asarray(program.unflatten_outputs(outputs), np.float64)
     err = np.abs(result - reference)
@@ -261,7 +264,6 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
     n_casts = sum(1 for s in plan.steps if isinstance(s, KernelStep))
     return {
         "model": config.model,
-        "load_average": [load_before, os.getloadavg()[0]],
         "mode": mode.name,
         "mode_description": str(mode),
         "seq_len": config.seq_len,
@@ -274,6 +276,8 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
         "kernel_call_steps": len(plan.steps) - n_segments - n_casts,
         "compile_s": compile_s,
         "wall_s": stats.wall_s,
+        "cpu_s": cpu_s,  # CPU time of the process (3 parties, all threads) during the run
+        "load_average": [load_before, os.getloadavg()[0]],  # 1-min load before / after the run
         "steps_wall_s": max(sum(s.wall_s for s in party) for party in stats.steps),  # critical party
         "bytes_sent": bytes_sent,
         "bytes_received": [sum(s.bytes_received for s in party) for party in stats.steps],
@@ -312,6 +316,8 @@ def summarize(records: list) -> dict:
             "bytes_sent": max(a["bytes_sent"]) / max(b["bytes_sent"]),
             "rounds": a["rounds"] / b["rounds"] if b["rounds"] else float("nan"),
         }
+        if a.get("cpu_s") and b.get("cpu_s"):
+            ratios[f"{num}/{den}"]["cpu_s"] = a["cpu_s"] / b["cpu_s"]
     return {"ratios": ratios}
 
 
@@ -344,20 +350,37 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def run_bench(config: BenchConfig, *, command: Optional[str] = None, progress=None) -> BenchResult:
+def run_bench(
+    config: BenchConfig, *, command: Optional[str] = None, progress=None, checkpoint=None
+) -> BenchResult:
     """Benchmark every mode of ``config`` (in order) on the same model and input.
 
     ``progress(mode, phase)`` (optional) is called as each mode enters a phase (trace,
-    compile, reference, share, run, done)."""
+    compile, reference, share, run, done, failed). A mode that fails is recorded in
+    ``result.meta["failures"]`` (mode, error) and the others still run.
+    ``checkpoint(result)`` (optional) is called with the results so far after each mode
+    (e.g. to save them: full-size runs take long)."""
     import gc
+    import traceback
 
     notify = progress or (lambda mode, phase: None)
     model = load_bench_model(config)
     ids = token_ids(model, config)
+    meta = _meta(config, command)
+    meta["failures"] = []
     records = []
     for mode_name in config.modes:
-        rec = bench_mode(model, mode_name, config, ids, phase=lambda p, m=mode_name: notify(m, p))
-        records.append(rec)
-        notify(mode_name, "done")
+        try:
+            rec = bench_mode(model, mode_name, config, ids, phase=lambda p, m=mode_name: notify(m, p))
+        except Exception as e:  # noqa: BLE001 - recorded, reported, the other modes still run
+            meta["failures"].append(
+                {"mode": mode_name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            )
+            notify(mode_name, "failed")
+        else:
+            records.append(rec)
+            notify(mode_name, "done")
         gc.collect()
-    return BenchResult(_meta(config, command), records, summarize(records))
+        if checkpoint is not None:
+            checkpoint(BenchResult(meta, list(records), summarize(records)))
+    return BenchResult(meta, records, summarize(records))

@@ -44,6 +44,11 @@ def _title(rec: dict) -> str:
     return f"{rec['model']}, {rec['layers']} layers, seq {rec['seq_len']}, {emb}"
 
 
+def _fmt(x, spec: str) -> str:
+    """``x`` formatted, or an em dash when the result file has no such figure."""
+    return "—" if x is None else format(x, spec)
+
+
 def _fmt_ratio(x: float) -> str:
     return f"{x:.2f}" if x == x else "—"
 
@@ -60,28 +65,28 @@ def markdown(results: list) -> str:
         if res["meta"].get("command"):
             lines += ["```", res["meta"]["command"], "```", ""]
         lines += [
-            "| mode | wall (s, measured) | LAN (s, model) | WAN (s, model) | MB sent P0 / P1 / P2 "
-            "| rounds | compile (s) | segments / casts / kernel calls | max abs err |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+            "| mode | wall (s, measured) | CPU (s) | LAN (s, model) | WAN (s, model) | MB sent P0 / P1 / P2 "
+            "| rounds | compile (s) | segments / casts / kernel calls | max abs err | load avg |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
         for r in recs:
             mb = " / ".join(f"{b / MB:.0f}" for b in r["bytes_sent"])
             lines.append(
-                f"| {r['mode']} | {r['wall_s']:.1f} | {r['lan_s']:.1f} | {r['wan_s']:.1f} | {mb} "
+                f"| {r['mode']} | {r['wall_s']:.1f} | {_fmt(r.get('cpu_s'), '.0f')} | {r['lan_s']:.1f} | {r['wan_s']:.1f} | {mb} "
                 f"| {r['rounds']} | {r['compile_s']:.0f} | {r['segments']} / {r['cast_steps']} / {r.get('kernel_call_steps', 0)} "
-                f"| {r['max_abs_err']:.2g} |"
+                f"| {r['max_abs_err']:.2g} | {_fmt(max(r['load_average']) if r.get('load_average') else None, '.1f')} |"
             )
         ratios = res.get("summary", {}).get("ratios", {})
         if ratios:
             lines += [
                 "",
-                "| ratio | wall | LAN | WAN | bytes (max party) | rounds | speed-up (wall / LAN / WAN) |",
-                "|---|---:|---:|---:|---:|---:|---|",
+                "| ratio | wall | CPU | LAN | WAN | bytes (max party) | rounds | speed-up (wall / LAN / WAN) |",
+                "|---|---:|---:|---:|---:|---:|---:|---|",
             ]
             for pair, q in ratios.items():
                 speedups = " / ".join(f"{1 / q[k]:.2f}×" for k in ("wall_s", "lan_s", "wan_s"))
                 lines.append(
-                    f"| {pair} | {_fmt_ratio(q['wall_s'])} | {_fmt_ratio(q['lan_s'])} | "
+                    f"| {pair} | {_fmt_ratio(q['wall_s'])} | {_fmt(q.get('cpu_s'), '.2f')} | {_fmt_ratio(q['lan_s'])} | "
                     f"{_fmt_ratio(q['wan_s'])} | {_fmt_ratio(q['bytes_sent'])} | "
                     f"{_fmt_ratio(q['rounds'])} | {speedups} |"
                 )
@@ -118,11 +123,16 @@ def markdown(results: list) -> str:
                     for k, c in sorted(r["kernel_calls"].items())
                 )
                 lines.append(f"- {r['mode']}: {parts}")
+        for failure in res["meta"].get("failures", []):
+            lines += ["", f"**Mode {failure['mode']} FAILED**: `{failure['error'].splitlines()[0][:300]}`"]
         lines.append("")
     lines += [
         f"Cost model (modelled, not measured): {MODEL_FORMULA}; {LAN.describe()}; "
         f"{WAN.describe()}. Rounds = kernel rounds + SPU send actions of the busiest party "
-        "(an upper bound). Ratios < 1: ditto is cheaper; speed-up = 1 / ratio.",
+        "(an upper bound). Ratios < 1: ditto is cheaper; speed-up = 1 / ratio. CPU: CPU seconds "
+        "of the simulation process (all 3 parties) during the run, less sensitive than wall "
+        "time to other load on the machine; load avg: the higher 1-minute load average "
+        "before / after the run.",
         "",
     ]
     return "\n".join(lines)
@@ -158,7 +168,7 @@ def plot(result: dict, directory, *, stem=None) -> str:
             ax.bar(modes, vals, bottom=bottom, color=COLORS[cat], label=cat)
             bottom = [b + v for b, v in zip(bottom, vals)]
         for i, r in enumerate(recs):
-            ax.text(i, bottom[i], f"{total(r):.0f}", ha="center", va="bottom", fontsize=9)
+            ax.text(i, bottom[i], f"{total(r):.3g}", ha="center", va="bottom", fontsize=9)
         ax.set_title(label, fontsize=10)
         ax.margins(y=0.12)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -125,7 +125,10 @@ def builtin_corpus(held_out_fraction: float = 0.15, min_words: int = 5, max_word
             f"pydoc_data.topics gave {len(train)} training and {len(held)} held-out sentences; "
             "choose another held_out_fraction"
         )
-    return Corpus(tuple(_dedupe(train)), tuple(_dedupe(held)), "pydoc_data.topics", tuple(held_docs))
+    held = _dedupe(held)
+    held_set = set(held)  # a few sentences recur in several topics: keep them held out only
+    train = [s for s in _dedupe(train) if s not in held_set]
+    return Corpus(tuple(train), tuple(held), "pydoc_data.topics", tuple(held_docs))
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

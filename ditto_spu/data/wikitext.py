@@ -7,7 +7,7 @@ number on both sides). The text keeps the release's tokenisation artefacts (`` @
 `` @,@ ``, `` @.@ ``); :func:`detokenize` undoes them.
 
 Perplexity follows the usual recipe for fixed-context models: the whole split as one text,
-tokenised once, scored in windows of ``seq_len`` tokens moved by ``stride``; each token
+tokenised once, scored in windows of ``seq_len`` tokens moved by ``stride < seq_len``; each token
 is counted once, in the first window where it is not part of the overlap
 (:func:`perplexity_windows`).
 """
@@ -25,7 +25,7 @@ from ..errors import DittoError
 
 SPLIT_FILES = {"train": "wiki.train.raw", "valid": "wiki.valid.raw", "test": "wiki.test.raw"}
 
-_HEADING = re.compile(r"^(=(?: =)*) (.*\S) (=(?: =)*)$")
+_HEADING = re.compile(r"^(=(?: =)*) ([^=\s].*?) (=(?: =)*)$")
 
 
 class WikitextFormatError(DittoError):
@@ -131,24 +131,29 @@ def perplexity_windows(
 
     ``ids``: ``seq_len`` consecutive tokens (the last window may be shorter); ``score_mask``
     (same length, bool): which positions' next-token prediction is scored, i.e. position
-    ``t`` predicts ``ids[t+1]``. With ``stride < seq_len`` windows overlap and only the
+    ``t`` predicts ``ids[t+1]`` (the window's last position is never scored). With ``stride < seq_len`` windows overlap and only the
     targets not scored by an earlier window count, so every token but the first is scored
-    exactly once.
+    exactly once. ``stride`` defaults to ``seq_len − 1`` (windows sharing one token).
     """
     ids = np.asarray(token_ids)
-    stride = stride or seq_len
-    if not 0 < stride <= seq_len:
-        raise ValueError(f"stride must lie in (0, seq_len={seq_len}], got {stride}")
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    stride = stride or seq_len - 1
+    if not 0 < stride < seq_len:
+        raise ValueError(
+            f"stride must lie in (0, seq_len - 1 = {seq_len - 1}]: a window's last token is "
+            f"predicted by no position of it, so the next window must start at or before it; got {stride}"
+        )
     n = len(ids)
     scored_up_to = 0  # targets ids[1..scored_up_to] already scored
     start = 0
     while start < n - 1:
         end = min(start + seq_len, n)
         window = ids[start:end]
-        mask = np.zeros(len(window), bool)
-        # position t predicts target index start+t+1; score it if not scored before
+        # position t predicts ids[start+t+1], which must lie in the window (the last
+        # position predicts nothing); score it if no earlier window did
         targets = np.arange(start + 1, end + 1)
-        mask[:] = (targets > scored_up_to) & (targets < n)
+        mask = (targets > scored_up_to) & (targets < end)
         yield window, mask
         scored_up_to = end - 1
         if end == n:

@@ -84,6 +84,14 @@ class PartyContext:
     prg: "object"  # kernels.prg.PairwisePRG (or a test double with the same methods)
     checked: bool = False
 
+    rotation: int = 0  # advanced identically on every party by protocols with roles
+
+    def next_rotation(self) -> int:
+        """The role offset for the next asymmetric protocol call (0, 1, 2, 0, ...)."""
+        r = self.rotation
+        self.rotation = (r + 1) % WORLD_SIZE
+        return r
+
     @property
     def next_rank(self) -> int:
         return (self.rank + 1) % WORLD_SIZE

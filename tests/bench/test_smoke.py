@@ -1,4 +1,4 @@
-"""Smoke test of ``ditto-spu bench``: all three modes on the tiny BERT at seq 16 (CI-sized)."""
+"""Smoke test of ``ditto-spu bench``: all three modes on one layer of the tiny BERT at seq 16 (CI-sized)."""
 
 import argparse
 import json
@@ -22,7 +22,7 @@ def _bench(argv):
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     argv = [
-        "bench", "--model", "tiny", "--seq-len", "16", "--modes", ",".join(MODES),
+        "bench", "--model", "tiny", "--seq-len", "16", "--layers", "1", "--modes", ",".join(MODES),
         "--json", str(out / "r.json"), "--markdown", str(out / "r.md"), "--plot", str(out), "--quiet",
     ]
     assert _bench(argv) == 0
@@ -33,7 +33,7 @@ def test_one_record_per_mode_with_the_required_fields(result):
     _, data = result
     assert [r["mode"] for r in data["records"]] == list(MODES)
     for r in data["records"]:
-        assert (r["model"], r["seq_len"], r["layers"], r["embedding"]) == ("tiny", 16, 2, "none")
+        assert (r["model"], r["seq_len"], r["layers"], r["embedding"]) == ("tiny", 16, 1, "none")
         assert len(r["bytes_sent"]) == 3 and all(b > 0 for b in r["bytes_sent"])
         assert r["wall_s"] > 0 and r["compile_s"] > 0 and r["rounds"] > 0
         assert r["wall_s"] < r["lan_s"] < r["wan_s"]

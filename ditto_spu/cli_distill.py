@@ -1,0 +1,267 @@
+"""``ditto-spu distill`` and ``ditto-spu eval``: quantization-aware distillation from the CLI.
+
+::
+
+    ditto-spu distill --teacher minilm --mode ditto --data builtin --out runs/minilm \\
+        --steps 300 --time-budget 18 --seq-len 64 --batch-size 16
+    ditto-spu eval --teacher minilm --student runs/minilm --mode ditto --data builtin
+
+``--teacher``: ``minilm`` (real weights), ``tiny`` (random 2-layer BERT), or a HF model
+directory (BERT or GPT-2; a fine-tuned classifier for GLUE). ``--data``: ``builtin``
+(``pydoc_data.topics`` sentences, split by topic), a text FILE (split by a hash of each
+sentence), ``glue:TASK:DIR`` (a GLUE task directory: train.tsv to distill, dev.tsv to
+evaluate). The run directory gets ``checkpoint.msgpack`` / ``checkpoint.json`` (resumed
+automatically with the same settings), ``student/`` (a HF model directory that
+``load_model`` and the secure path take unchanged) and ``distill.json`` (summary).
+
+``eval`` compares on held-out data: sentence embeddings → mean cosine similarity of the
+student vs the FP32 teacher, BEFORE (the teacher's weights under the mode) and AFTER QAD
+(the student's), evaluated by the reference fixed-point emulator by default; GLUE → the
+task metric (accuracy / Matthews / F1) of teacher, before and after.
+
+Also runnable as ``python -m ditto_spu.cli_distill {distill,eval} ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _parse_data(spec: str) -> dict:
+    if spec == "builtin":
+        return {"kind": "builtin"}
+    if spec.startswith("glue:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise argparse.ArgumentTypeError(f"--data {spec!r}: expected glue:TASK:DIR, e.g. glue:RTE:glue_data/RTE")
+        return {"kind": "glue", "task": parts[1], "dir": parts[2]}
+    if not Path(spec).is_file():
+        raise argparse.ArgumentTypeError(f"--data {spec!r}: not 'builtin', 'glue:TASK:DIR' or an existing text file")
+    return {"kind": "file", "path": spec}
+
+
+def _load_teacher(teacher: str, data: dict, seed: int):
+    from .data import glue_task
+    from .models import load_model
+
+    if data["kind"] == "glue":
+        task = glue_task(data["task"])
+        return load_model(teacher, task="sequence-classification", num_labels=task.num_labels, seed=seed)
+    model = load_model(teacher, seed=seed)
+    return model
+
+
+def _kind(model, data: dict) -> str:
+    from .models import model_family
+
+    if model_family(model) == "gpt2":
+        return "causal-lm"
+    return "classification" if data["kind"] == "glue" else "embedding"
+
+
+def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None):
+    """(train Batches, held-out Batches, held-out labels or None, description)."""
+    from .data import builtin_corpus, glue_task, load_glue, read_text, train_held_out_split
+    from .distill.student import encode_texts
+    from .distill.trainer import Batches
+
+    if data["kind"] == "glue":
+        task = glue_task(data["task"])
+        train = load_glue(task, data["dir"], "train")[:max_train]
+        dev = load_glue(task, data["dir"], "dev")[:max_held]
+
+        def enc(examples):
+            b = [e.text_b for e in examples] if task.is_pair else None
+            return Batches.from_encoded(
+                encode_texts(tokenizer, [e.text_a for e in examples], seq_len, b),
+                labels=[e.label for e in examples],
+            )
+
+        return enc(train), enc(dev), f"GLUE {task.name}: {len(train)} train, {len(dev)} dev"
+    if data["kind"] == "builtin":
+        corpus = builtin_corpus()
+        train, held, src = list(corpus.train), list(corpus.held_out), corpus.source
+    else:
+        train, held = train_held_out_split(read_text(data["path"]))
+        src = data["path"]
+    train, held = train[:max_train], held[:max_held]
+    return (
+        Batches.from_encoded(encode_texts(tokenizer, train, seq_len)),
+        Batches.from_encoded(encode_texts(tokenizer, held, seq_len)),
+        f"{src}: {len(train)} train, {len(held)} held-out sentences",
+    )
+
+
+def _split_steps(args) -> tuple[int, int]:
+    s1 = args.stage1_steps
+    s2 = args.stage2_steps
+    if s1 is None and s2 is None:
+        s1 = args.steps // 2
+        s2 = args.steps - s1
+    return (s1 if s1 is not None else 0), (s2 if s2 is not None else 0)
+
+
+def cmd_distill(args) -> int:
+    from .distill.student import tokenizer_for
+    from .distill.trainer import DistillConfig, Distiller, save_student, summarize
+    from .metrics import cosine_similarity
+
+    data = _parse_data(args.data)
+    model = _load_teacher(args.teacher, data, args.seed)
+    tokenizer = tokenizer_for(args.teacher, model)
+    train, held, desc = _texts(data, args.seq_len, tokenizer, args.max_train, args.max_held_out)
+    s1, s2 = _split_steps(args)
+    cfg = DistillConfig(
+        kind=_kind(model, data),
+        mode=args.mode,
+        policy=args.policy,
+        backend=args.backend,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        stage1_steps=s1,
+        stage2_steps=s2,
+        lr_stage1=args.lr_stage1,
+        lr_stage2=args.lr_stage2,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    out = Path(args.out)
+    print(f"QAD: teacher {args.teacher}, mode {args.mode}, {desc}; {s1}+{s2} steps of "
+          f"{args.batch_size}×{args.seq_len}, backend {args.backend} → {out}", file=sys.stderr)
+    distiller = Distiller(model, cfg, train, extra_ids=[held.input_ids])
+    budget = None if args.time_budget is None else args.time_budget * 60.0
+    result = distiller.run(out, time_budget_s=budget, progress=not args.no_progress)
+    summary = {"teacher": args.teacher, "data": args.data, "config": cfg.to_dict(), **summarize(result)}
+    if cfg.kind == "embedding" and not args.skip_eval:
+        t = distiller.outputs(model.params, held, student=False)
+        before = distiller.outputs(model.params, held, student=True)
+        after = distiller.outputs(result.params, held, student=True)
+        summary["held_out_cosine_before"] = float(cosine_similarity(t, before).mean())
+        summary["held_out_cosine_after"] = float(cosine_similarity(t, after).mean())
+        summary["held_out_cosine_backend"] = args.backend
+    save_student(model, result.params, out / "student", tokenizer, extra=summary)
+    (out / "distill.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def _student_dir(path: str) -> Path:
+    p = Path(path)
+    if (p / "student" / "config.json").exists():
+        return p / "student"
+    if (p / "config.json").exists():
+        return p
+    raise FileNotFoundError(f"{p}: neither a distill run directory (with student/) nor a model directory")
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from .distill.student import tokenizer_for
+    from .distill.trainer import DistillConfig, Distiller
+    from .metrics import cosine_similarity, glue_metrics
+    from .models import load_model
+
+    data = _parse_data(args.data)
+    teacher = _load_teacher(args.teacher, data, args.seed)
+    kind = _kind(teacher, data)
+    student_dir = _student_dir(args.student)
+    task = "sequence-classification" if data["kind"] == "glue" else None
+    student = load_model(str(student_dir), task=task)
+    tokenizer = tokenizer_for(args.teacher, teacher)
+    _, held, desc = _texts(data, args.seq_len, tokenizer, max_train=0, max_held=args.num)
+    cfg = DistillConfig(kind=kind, mode=args.mode, policy=args.policy, backend=args.backend,
+                        seq_len=args.seq_len, batch_size=args.batch_size, stage1_steps=1, stage2_steps=0)
+    ev = Distiller(teacher, cfg, held)
+    t0 = time.time()
+    ref = ev.outputs(teacher.params, held, student=False, batch_size=args.batch_size)
+    before = ev.outputs(teacher.params, held, student=True, batch_size=args.batch_size)
+    after = ev.outputs(student.params, held, student=True, batch_size=args.batch_size)
+    report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
+              "data": desc, "examples": len(held)}
+    if kind == "embedding":
+        cb, ca = cosine_similarity(ref, before), cosine_similarity(ref, after)
+        report.update(cosine_before=float(cb.mean()), cosine_after=float(ca.mean()),
+                      cosine_before_min=float(cb.min()), cosine_after_min=float(ca.min()))
+    elif kind == "classification":
+        from .data import glue_task
+
+        name = glue_task(data["task"]).name
+        labels = held.labels
+        for key, logits in (("teacher", ref), ("before", before), ("after", after)):
+            report[key] = glue_metrics(name, labels, np.argmax(logits, -1))
+        report["agreement_with_teacher_after"] = float(np.mean(np.argmax(after, -1) == np.argmax(ref, -1)))
+    else:
+        raise SystemExit("eval of causal-lm students: use the perplexity benchmark (not implemented here)")
+    report["eval_seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``distill`` and ``eval`` on the ``ditto-spu`` subparsers."""
+    p = subparsers.add_parser("distill", help="quantization-aware distillation of a student under a mode")
+    p.add_argument("--teacher", required=True, help="minilm, tiny, or a HF model directory")
+    p.add_argument("--mode", default="ditto")
+    p.add_argument("--policy", default=None, help="ring policy JSON (default: configs/policy_default.json)")
+    p.add_argument("--data", required=True, help="builtin | FILE | glue:TASK:DIR")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, student/, distill.json)")
+    p.add_argument("--steps", type=int, default=200, help="total steps, split evenly over the two stages")
+    p.add_argument("--stage1-steps", type=int, default=None, help="layer-wise stage steps (overrides --steps)")
+    p.add_argument("--stage2-steps", type=int, default=None, help="prediction-layer stage steps")
+    p.add_argument("--lr-stage1", type=float, default=2e-4)
+    p.add_argument("--lr-stage2", type=float, default=5e-5)
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop cleanly (and checkpoint) after this many minutes")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backend", default="fast", choices=("fast", "emulator", "plaintext"),
+                   help="student forward during training (fast: jit float32 ring model)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples")
+    p.add_argument("--max-held-out", type=int, default=None)
+    p.add_argument("--skip-eval", action="store_true", help="no held-out cosine at the end")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_distill)
+
+    p = subparsers.add_parser("eval", help="student vs FP32 teacher on held-out data, before and after QAD")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True, help="a distill run directory or a model directory")
+    p.add_argument("--mode", default="ditto")
+    p.add_argument("--policy", default=None)
+    p.add_argument("--data", required=True, help="builtin | FILE | glue:TASK:DIR")
+    p.add_argument("--backend", default="emulator", choices=("emulator", "fast", "plaintext"),
+                   help="how the student is evaluated (default: the reference emulator)")
+    p.add_argument("--num", type=int, default=None, help="at most this many held-out examples")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval)
+
+
+add_parser = add_parsers  # the name ditto_spu.cli looks for
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="ditto-spu", description="QAD: distill and eval")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    from .errors import DittoError
+
+    try:
+        return int(args.func(args) or 0)
+    except DittoError as e:
+        print(f"ditto-spu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

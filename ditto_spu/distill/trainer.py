@@ -1,0 +1,380 @@
+"""Quantization-aware distillation (QAD): the training loop.
+
+The teacher is the FP32 model (mode ``exact``); the student starts from the teacher's
+weights and runs under a mode and a ring policy (:func:`~.student.student_forward`). Two
+stages, as MPCFormer:
+
+1. layer-wise: relative MSE of every hidden state (embedding output included) plus the
+   attention maps' (``attention_weight``), :mod:`.losses`;
+2. prediction layer: ``embedding`` kind - relative MSE + (1 − cosine) of the mean-pooled
+   sentence embeddings; ``classification`` - soft cross-entropy of the logits (T =
+   ``temperature``); ``causal-lm`` - soft cross-entropy of every real position's
+   next-token distribution.
+
+Each stage has its own AdamW (linear warm-up, linear decay, no decay on bias/LayerNorm;
+:mod:`.optim`). Batches are a permutation of the training set per epoch drawn from the
+state's RNG key, so a resumed run sees the batches the uninterrupted run would.
+Checkpoints (:mod:`.checkpoint`) are written every ``checkpoint_every`` steps, at the end
+of each stage, and when the time budget runs out (the loop then stops cleanly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..models import load_mode, model_family
+from . import losses
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .optim import make_optimizer
+from .student import VocabSubset, student_forward, teacher_forward
+
+KINDS = ("embedding", "classification", "causal-lm")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Settings of one QAD run (saved with every checkpoint)."""
+
+    kind: str = "embedding"
+    mode: str = "ditto"
+    policy: Optional[str] = None
+    backend: str = "fast"
+    seq_len: int = 64
+    batch_size: int = 16
+    stage1_steps: int = 100
+    stage2_steps: int = 100
+    lr_stage1: float = 2e-4
+    lr_stage2: float = 5e-5
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    attention_weight: float = 1.0
+    cosine_weight: float = 1.0
+    temperature: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    restrict_vocab: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.stage1_steps < 0 or self.stage2_steps < 0 or self.stage1_steps + self.stage2_steps == 0:
+            raise ValueError("stage1_steps and stage2_steps must be ≥ 0 and not both 0")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError("batch_size must be ≥ 1 and seq_len ≥ 2")
+
+    @property
+    def total_steps(self) -> int:
+        return self.stage1_steps + self.stage2_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Batches:
+    """Tokenised examples: ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32,
+    ``(n, seq_len)``) and optional ``labels`` (``(n,)``)."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    labels: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def take(self, idx) -> dict:
+        return {
+            "input_ids": self.input_ids[idx],
+            "attention_mask": self.attention_mask[idx],
+            "token_type_ids": self.token_type_ids[idx],
+        }
+
+    @classmethod
+    def from_encoded(cls, enc: dict, labels=None) -> "Batches":
+        ids = np.asarray(enc["input_ids"], np.int32)
+        return cls(
+            ids,
+            np.asarray(enc["attention_mask"], np.int32),
+            np.asarray(enc.get("token_type_ids", np.zeros_like(ids)), np.int32),
+            None if labels is None else np.asarray(labels),
+        )
+
+
+@dataclasses.dataclass
+class DistillResult:
+    """What a run did: steps done, whether it finished, the loss history
+    (``[(step, stage, loss)]``), elapsed seconds, final parameters (full vocabulary)."""
+
+    params: Any
+    step: int
+    finished: bool
+    stopped_by_time_budget: bool
+    history: list
+    elapsed_s: float
+
+    def first_last_loss(self, stage: int) -> tuple[float, float]:
+        xs = [l for (_, s, l) in self.history if s == stage]
+        return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
+
+
+def _output_for(kind: str) -> str:
+    return {"embedding": "mean_pooled", "classification": "logits", "causal-lm": "logits"}[kind]
+
+
+def _stage_loss(cfg: DistillConfig, stage: int, s, t, mask):
+    if stage == 1:
+        loss = losses.hidden_state_loss(s.hidden, t.hidden, mask)
+        if cfg.attention_weight:
+            loss = loss + cfg.attention_weight * losses.attention_loss(s.attn, t.attn, mask)
+        return loss
+    if cfg.kind == "embedding":
+        return losses.embedding_loss(s.output, t.output, cfg.cosine_weight)
+    if cfg.kind == "classification":
+        return losses.soft_cross_entropy(s.output, t.output, cfg.temperature)
+    return losses.soft_cross_entropy(s.output, t.output, cfg.temperature, mask=mask)
+
+
+class Distiller:
+    """One QAD run of ``model`` (a stock HF Flax BERT / GPT-2 with the teacher's weights in
+    ``model.params``) on ``train`` batches, under ``cfg``. :meth:`run` trains (resuming from
+    ``run_dir`` when it holds a checkpoint of the same settings); :meth:`cosine` /
+    :meth:`predict` evaluate with the training backend."""
+
+    def __init__(self, model, cfg: DistillConfig, train: Batches, extra_ids=()):
+        self.cfg = cfg
+        self.full_model = model
+        self.teacher_params_full = model.params
+        self.train = train
+        self.vocab: Optional[VocabSubset] = None
+        family_has_tied_head = cfg.kind == "causal-lm"
+        if cfg.restrict_vocab and not family_has_tied_head:
+            self.vocab = VocabSubset.from_ids([train.input_ids, *extra_ids], model.config.vocab_size)
+            self.model = self.vocab.restrict_model(model)
+            self.teacher_params = self.vocab.restrict_params(model.params)
+        else:
+            self.model = model
+            self.teacher_params = model.params
+        load_mode(cfg.mode)  # fail early on a bad mode
+        out = _output_for(cfg.kind)
+        self.teacher_fn = teacher_forward(self.model, out)
+        self.student_fn = student_forward(self.model, cfg.mode, cfg.policy, backend=cfg.backend, output=out)
+        self._steps: dict = {}
+
+    # -- data ------------------------------------------------------------------------------
+    def _ids(self, ids):
+        return ids if self.vocab is None else self.vocab.encode(ids)
+
+    def batch_for_step(self, key, step: int) -> dict:
+        n, b = len(self.train), self.cfg.batch_size
+        per_epoch = max(n // b, 1)
+        epoch, i = divmod(step, per_epoch)
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+        idx = perm[i * b : (i + 1) * b] if n >= b else np.resize(perm, b)
+        batch = self.train.take(idx)
+        batch["input_ids"] = self._ids(batch["input_ids"])
+        return batch
+
+    # -- steps -----------------------------------------------------------------------------
+    def optimizer(self, stage: int):
+        cfg = self.cfg
+        steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
+        lr = cfg.lr_stage1 if stage == 1 else cfg.lr_stage2
+        return make_optimizer(lr, steps, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay)
+
+    def loss_fn(self, stage: int) -> Callable:
+        cfg = self.cfg
+
+        def loss(params, teacher_params, batch):
+            args = (batch["input_ids"], batch["attention_mask"])
+            tt = batch["token_type_ids"] if self._is_bert else None
+            t = jax.lax.stop_gradient(self.teacher_fn(teacher_params, *args, tt))
+            s = self.student_fn(params, *args, tt)
+            return _stage_loss(cfg, stage, s, t, batch["attention_mask"])
+
+        return loss
+
+    @property
+    def _is_bert(self) -> bool:
+        return model_family(self.model) == "bert"
+
+    def step_fn(self, stage: int):
+        if stage not in self._steps:
+            opt = self.optimizer(stage)
+            loss = self.loss_fn(stage)
+
+            def step(params, opt_state, teacher_params, batch):
+                value, grads = jax.value_and_grad(loss)(params, teacher_params, batch)
+                updates, opt_state = opt.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state, value
+
+            self._steps[stage] = jax.jit(step)
+        return self._steps[stage]
+
+    def initial_state(self, stage: int = 1, params=None) -> dict:
+        params = self.teacher_params if params is None else params
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+        return {
+            "params": params,
+            "opt_state": self.optimizer(stage).init(params),
+            "step": 0,
+            "rng": jax.random.PRNGKey(self.cfg.seed),
+            "stage": stage,
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(
+        self,
+        run_dir=None,
+        *,
+        time_budget_s: Optional[float] = None,
+        progress: bool = True,
+        on_step: Optional[Callable[[int, int, float], None]] = None,
+    ) -> DistillResult:
+        cfg = self.cfg
+        t_start = time.time()
+        history: list = []
+        elapsed_before = 0.0
+        state = self.initial_state(1 if cfg.stage1_steps else 2)
+        if run_dir is not None:
+            meta = read_checkpoint_meta(run_dir)
+            if meta is not None:
+                if meta.get("config") != cfg.to_dict():
+                    diff = {k: (meta.get("config", {}).get(k), v) for k, v in cfg.to_dict().items() if meta.get("config", {}).get(k) != v}
+                    raise CheckpointError(
+                        f"{run_dir} holds a checkpoint of a run with other settings {diff} "
+                        "(saved, now): use another --out or the same settings"
+                    )
+                stage = meta["stage"]
+                template = self.initial_state(stage)
+                state = load_checkpoint(run_dir, template)
+                history = [tuple(h) for h in meta.get("history", [])]
+                elapsed_before = float(meta.get("elapsed_s", 0.0))
+        step = int(state["step"])
+
+        def save():
+            if run_dir is None:
+                return
+            meta = {
+                "config": cfg.to_dict(),
+                "step": int(state["step"]),
+                "stage": int(state["stage"]),
+                "history": history,
+                "elapsed_s": elapsed_before + time.time() - t_start,
+                "vocab_subset": None if self.vocab is None else int(self.vocab.size),
+            }
+            save_checkpoint(run_dir, state, meta)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.total_steps, initial=step, desc="QAD", unit="step", dynamic_ncols=True)
+        stopped = False
+        try:
+            while step < cfg.total_steps:
+                stage = 1 if step < cfg.stage1_steps else 2
+                if stage != int(state["stage"]):
+                    # a new stage: a fresh optimizer (own schedule) on the current parameters
+                    state = {**state, "opt_state": self.optimizer(stage).init(state["params"]), "stage": stage}
+                batch = self.batch_for_step(state["rng"], step)
+                params, opt_state, loss = self.step_fn(stage)(
+                    state["params"], state["opt_state"], self.teacher_params, batch
+                )
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"QAD loss became {loss} at step {step} (stage {stage}): lower the learning "
+                        "rate or check the policy's fraction bits"
+                    )
+                step += 1
+                state = {"params": params, "opt_state": opt_state, "step": step, "rng": state["rng"], "stage": stage}
+                history.append((step, stage, loss))
+                if bar is not None:
+                    bar.set_postfix(stage=stage, loss=f"{loss:.4g}")
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(step, stage, loss)
+                end_of_stage = step in (cfg.stage1_steps, cfg.total_steps)
+                if end_of_stage or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    save()
+                if time_budget_s is not None and time.time() - t_start >= time_budget_s and step < cfg.total_steps:
+                    save()
+                    stopped = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return DistillResult(
+            params=self.full_params(state["params"]),
+            step=step,
+            finished=step >= cfg.total_steps,
+            stopped_by_time_budget=stopped,
+            history=history,
+            elapsed_s=elapsed_before + time.time() - t_start,
+        )
+
+    # -- parameters --------------------------------------------------------------------------
+    def full_params(self, params):
+        """Trained parameters on the full vocabulary (word-table rows not in use = teacher's)."""
+        if self.vocab is None:
+            return params
+        return self.vocab.expand_params(params, self.teacher_params_full)
+
+    def restricted(self, full_params):
+        return full_params if self.vocab is None else self.vocab.restrict_params(full_params)
+
+    # -- evaluation with the training backend -------------------------------------------------
+    def outputs(self, params_full, data: Batches, *, student: bool, batch_size: int = 32) -> np.ndarray:
+        """Model outputs (embeddings / logits) of the student (under the mode) or the teacher."""
+        fn = self.student_fn if student else self.teacher_fn
+        params = self.restricted(params_full)
+        tt_on = self._is_bert
+        jitted = jax.jit(lambda p, i, m, t: fn(p, i, m, t if tt_on else None).output) if not hasattr(fn, "evaluate") else None
+        outs = []
+        for s in range(0, len(data), batch_size):
+            b = data.take(slice(s, s + batch_size))
+            ids = self._ids(b["input_ids"])
+            if jitted is not None:
+                o = jitted(params, ids, b["attention_mask"], b["token_type_ids"])
+            else:
+                o = fn.evaluate(params, ids, b["attention_mask"], b["token_type_ids"] if tt_on else None).output
+            outs.append(np.asarray(o, np.float64))
+        return np.concatenate(outs)
+
+
+def summarize(result: DistillResult) -> dict:
+    s1 = result.first_last_loss(1)
+    s2 = result.first_last_loss(2)
+    return {
+        "steps": result.step,
+        "finished": result.finished,
+        "stopped_by_time_budget": result.stopped_by_time_budget,
+        "elapsed_s": round(result.elapsed_s, 1),
+        "stage1_loss_first_last": s1,
+        "stage2_loss_first_last": s2,
+    }
+
+
+def save_student(model, params, out_dir, tokenizer=None, extra: Optional[dict] = None) -> Path:
+    """Write the student as a HF model directory (``config.json`` + ``flax_model.msgpack``,
+    plus the tokenizer) that :func:`ditto_spu.models.load_model` loads unchanged."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    model.save_pretrained(str(out_dir), params=params)
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(out_dir))
+    if extra:
+        (out_dir / "distill.json").write_text(json.dumps(extra, indent=2, default=float) + "\n")
+    return out_dir

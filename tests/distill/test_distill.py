@@ -1,0 +1,168 @@
+"""QAD on a tiny random BERT: the losses, the optimizer, the fast ring model, a short
+distillation that lowers the loss, checkpoints, resume, time budget, CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from ditto_spu.data import builtin_corpus
+from ditto_spu.distill import losses
+from ditto_spu.distill.checkpoint import CheckpointError, read_checkpoint_meta
+from ditto_spu.distill.optim import decay_mask, warmup_linear_schedule
+from ditto_spu.distill.student import HashTokenizer, VocabSubset, encode_texts, teacher_forward
+from ditto_spu.distill.trainer import Batches, DistillConfig, Distiller
+from ditto_spu.models import load_model
+
+SEQ = 16
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny", num_hidden_layers=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    corpus = builtin_corpus()
+    tok = HashTokenizer(512)
+    return (
+        Batches.from_encoded(encode_texts(tok, corpus.train[:8], SEQ)),
+        Batches.from_encoded(encode_texts(tok, corpus.held_out[:8], SEQ)),
+    )
+
+
+@pytest.fixture(scope="module")
+def distiller(tiny, data):
+    train, held = data
+    cfg = DistillConfig(seq_len=SEQ, batch_size=8, stage1_steps=4, stage2_steps=4,
+                        lr_stage1=2e-3, lr_stage2=2e-3, warmup_fraction=0.25, checkpoint_every=2)
+    return Distiller(tiny, cfg, train, extra_ids=[held.input_ids])
+
+
+# ---- losses / optimizer ---------------------------------------------------------------
+
+
+def test_losses_known_values():
+    mask = jnp.array([[1, 1, 0]])
+    t = jnp.ones((1, 3, 2))
+    s = t.at[0, 2].set(100.0)  # only the padding position differs
+    assert float(losses.hidden_state_loss([s], [t], mask)) == 0.0
+    assert float(losses.hidden_state_loss([2 * t], [t], mask)) == pytest.approx(1.0)
+    uniform = jnp.zeros((2, 4))
+    assert float(losses.soft_cross_entropy(uniform, uniform)) == pytest.approx(np.log(4))
+    a = jnp.array([[1.0, 0.0]])
+    assert float(losses.embedding_loss(a, a)) == 0.0
+    assert float(losses.embedding_loss(jnp.array([[0.0, 1.0]]), a)) == pytest.approx(2.0 + 1.0)
+    att = jnp.full((1, 1, 3, 3), 0.5)
+    assert float(losses.attention_loss([att.at[..., 2].set(9.0)], [att], mask)) == 0.0
+
+
+def test_no_weight_decay_on_bias_and_layernorm(tiny):
+    flat = traverse_util.flatten_dict(decay_mask(tiny.params))
+    assert flat[("encoder", "layer", "0", "attention", "self", "query", "kernel")]
+    assert flat[("embeddings", "word_embeddings", "embedding")]
+    assert not flat[("encoder", "layer", "0", "attention", "self", "query", "bias")]
+    assert not flat[("embeddings", "LayerNorm", "scale")]
+    assert not any(v for k, v in flat.items() if "LayerNorm" in k)
+
+
+def test_warmup_then_linear_decay():
+    sched = warmup_linear_schedule(1.0, 10, 0.2)
+    assert [float(sched(i)) for i in (0, 1, 2, 6, 10)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+
+
+# ---- vocabulary subset / fast ring model ---------------------------------------------------
+
+
+def test_vocab_subset_gives_identical_outputs(tiny, data):
+    train, _ = data
+    vs = VocabSubset.from_ids([train.input_ids], 512)
+    assert vs.size < 512
+    f_full = jax.jit(teacher_forward(tiny, "mean_pooled"))
+    f_small = jax.jit(teacher_forward(vs.restrict_model(tiny), "mean_pooled"))
+    full = f_full(tiny.params, train.input_ids, train.attention_mask, train.token_type_ids)
+    small = f_small(vs.restrict_params(tiny.params), vs.encode(train.input_ids), train.attention_mask, train.token_type_ids)
+    np.testing.assert_allclose(small.output, full.output, rtol=1e-5, atol=1e-6)
+    assert len(full.hidden) == 2 and len(full.attn) == 1 and full.attn[0].shape == (8, 4, SEQ, SEQ)
+    back = vs.expand_params(vs.restrict_params(tiny.params), tiny.params)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), back, tiny.params))
+
+
+def test_hash_tokenizer_is_deterministic_and_padded():
+    enc = HashTokenizer(64)(["Hello world", "a b c d e f g h"], max_length=6)
+    assert enc["input_ids"][0].tolist()[:1] == [1] and enc["input_ids"][0, 3] == 63
+    assert enc["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+    assert (HashTokenizer(64)(["Hello world"], max_length=6)["input_ids"] == enc["input_ids"][:1]).all()
+
+
+# ---- distillation ----------------------------------------------------------------------------
+
+
+def _loss_on_all(d, stage, params_full, data):
+    batch = data.take(slice(None))
+    batch["input_ids"] = d._ids(batch["input_ids"])
+    return float(jax.jit(d.loss_fn(stage))(d.restricted(params_full), d.teacher_params, batch))
+
+
+def test_short_distillation_lowers_both_losses(distiller, tiny, data):
+    train, _ = data  # batch = whole set: every step sees the same 8 sentences
+    before2 = _loss_on_all(distiller, 2, tiny.params, train)
+    result = distiller.run(None, progress=False)
+    assert result.finished and result.step == 8 and [h[1] for h in result.history] == [1] * 4 + [2] * 4
+    # the loss logged at a step is the loss of the parameters before that step's update
+    stage1 = [loss for _, stage, loss in result.history if stage == 1]
+    stage2 = [loss for _, stage, loss in result.history if stage == 2]
+    assert stage1[0] > 1e-4 and before2 > 1e-4  # the mode really changes the model
+    assert stage1[0] == pytest.approx(_loss_on_all(distiller, 1, tiny.params, train), rel=1e-4)
+    assert stage1[-1] < 0.8 * stage1[0], stage1  # layer-wise loss falls in 3 updates
+    after2 = _loss_on_all(distiller, 2, result.params, train)
+    assert stage2[-1] < stage2[0] and after2 < 0.8 * stage2[0], (stage2, after2)
+    assert after2 < 0.8 * before2  # the final student beats the teacher's weights under the mode
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(distiller, tmp_path):
+    straight = distiller.run(None, progress=False)
+    # time budget 0: stops cleanly after the first step, with a checkpoint
+    first = distiller.run(tmp_path, time_budget_s=0.0, progress=False)
+    assert first.stopped_by_time_budget and not first.finished and first.step == 1
+    meta = read_checkpoint_meta(tmp_path)
+    assert meta["step"] == 1 and meta["stage"] == 1 and len(meta["history"]) == 1
+    resumed = distiller.run(tmp_path, progress=False)
+    assert resumed.finished and resumed.step == 8
+    assert [h[0] for h in resumed.history] == list(range(1, 9))
+    np.testing.assert_allclose([h[2] for h in resumed.history], [h[2] for h in straight.history], rtol=1e-4)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), resumed.params, straight.params)
+    assert read_checkpoint_meta(tmp_path)["step"] == 8
+
+
+def test_resume_with_other_settings_is_refused(distiller, tiny, data, tmp_path):
+    distiller.run(tmp_path, time_budget_s=0.0, progress=False)
+    other = Distiller(tiny, DistillConfig(seq_len=SEQ, batch_size=4, stage1_steps=4, stage2_steps=4), data[0])
+    with pytest.raises(CheckpointError, match="batch_size"):
+        other.run(tmp_path, progress=False)
+
+
+def test_cli_distill_then_eval(tmp_path, capsys):
+    from ditto_spu import cli_distill
+
+    out = tmp_path / "run"
+    rc = cli_distill.main(["distill", "--teacher", "tiny", "--mode", "ditto", "--data", "builtin", "--out", str(out),
+                           "--steps", "2", "--seq-len", "12", "--batch-size", "4", "--max-train", "8",
+                           "--max-held-out", "4", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["steps"] == 2 and summary["finished"] and 0 < summary["held_out_cosine_before"] <= 1
+    assert (out / "student" / "flax_model.msgpack").exists() and (out / "checkpoint.msgpack").exists()
+    student = load_model(str(out / "student"))  # loads like any model for the secure path
+    assert student.config.num_hidden_layers == 2
+    capsys.readouterr()
+    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
+                           "--backend", "fast", "--num", "4", "--seq-len", "12"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["examples"] == 4
+    assert report["cosine_before"] == pytest.approx(summary["held_out_cosine_before"], abs=1e-5)
+    assert report["cosine_after"] == pytest.approx(summary["held_out_cosine_after"], abs=1e-5)
