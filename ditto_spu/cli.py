@@ -59,6 +59,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_infer(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from .infer import secure_inference
 
@@ -85,7 +86,7 @@ def _cmd_infer(args) -> int:
         out.print(f"  cosine to plaintext emulation: {result.cosine_emulation:.6f}")
     out.print(f"  wall {result.wall_s:.1f} s (compile {result.compile_s:.1f} s); bytes sent per party "
               f"{[f'{b / 1e6:.1f} MB' for b in result.bytes_sent]}; rounds <= {result.rounds}")
-    out.print(f"  plan: {result.segments} SPU segments in {', '.join(result.rings)}, {result.casts} ring casts")
+    out.print(f"  plan: {result.segments} SPU segments in {escape(', '.join(result.rings))}, {result.casts} ring casts")
     return 0
 
 

@@ -22,6 +22,7 @@ def run_demo(args) -> int:
     if getattr(args, "small", False):
         return run_small_demo(args)
     from rich.console import Console
+    from rich.markup import escape
 
     from .infer import secure_inference
 
@@ -45,7 +46,7 @@ def run_demo(args) -> int:
     out = Console()
     out.print(f"[bold]Secure inference of MiniLM (ditto mode, 3-party ABY3 simulation)[/bold]")
     out.print(f"  text: {DEMO_TEXT!r} ({result.tokens} tokens, seq {result.seq_len})")
-    out.print(f"  plan: {result.segments} SPU segments in {', '.join(result.rings)}, "
+    out.print(f"  plan: {result.segments} SPU segments in {escape(', '.join(result.rings))}, "
               f"{result.casts} ring casts, FXP32 matmuls by ditto-spu's own kernel")
     out.print(f"  cosine to plaintext FP32 model:        {result.cosine_fp32:.4f}")
     out.print(f"  cosine to plaintext fixed-point model: {result.cosine_emulation:.6f}")
