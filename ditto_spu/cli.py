@@ -165,12 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=None)
     p.set_defaults(func=_cmd_run)
 
-    for module_name in ("cli_compile", "cli_calibrate"):
+    for module_name in ("cli_compile", "cli_calibrate", "cli_bench", "cli_distill"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["add_parser"])
-        except ImportError:
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{module_name}":
+                raise
             continue
-        module.add_parser(sub)
+        if hasattr(module, "add_parsers"):
+            module.add_parsers(sub)
+        else:
+            module.add_parser(sub)
     return parser
 
 

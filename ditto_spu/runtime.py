@@ -24,6 +24,7 @@ from .shares import AShare, is_fixed_point
 from .spu_config import SpuOptions
 
 _RUN_IDS = itertools.count()
+_SEGMENT_FLOAT = {"float16": "float32", "bfloat16": "float32"}
 
 
 @dataclasses.dataclass
@@ -114,7 +115,13 @@ class PartyRuntime:
 
     def _push_to_spu(self, name: str) -> None:
         if name not in self._in_spu:
-            self.runtime(self._location[name]).set_var(name, self._held[name].to_libspu())
+            share = self._held[name]
+            if share.dtype in _SEGMENT_FLOAT:
+                # Emitted segments declare 16-bit floats as f32 (SPU has no secret bf16 and
+                # fails on f16 converts); the share must carry the type the segment
+                # declares, or SPU's dtype checks trip on mixed operands.
+                share = dataclasses.replace(share, dtype=_SEGMENT_FLOAT[share.dtype])
+            self.runtime(self._location[name]).set_var(name, share.to_libspu())
             self._in_spu.add(name)
 
     def delete(self, name: str) -> None:
