@@ -39,7 +39,6 @@ EMBEDDING_PARAMS = {"bert": ("embeddings",), "gpt2": ("wte", "wpe")}
 def _module_and_params_root(model):
     """(flax module whose submodules are embeddings / encoder or wte / h, params subtree)."""
     family = model_family(model)
-    module = model.module
     params = model.params
     # Head models wrap the base module: FlaxBertFor* -> .bert, FlaxGPT2LMHeadModel -> .transformer
     for attr in ("bert", "transformer"):

@@ -138,6 +138,10 @@ def markdown(results: list) -> str:
     return "\n".join(lines)
 
 
+def _short(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def plot(result: dict, directory, *, stem=None) -> str:
     """One PNG: time (measured, LAN, WAN model) and P0 bytes per mode, stacked by
     category. Returns the file path."""
@@ -149,7 +153,10 @@ def plot(result: dict, directory, *, stem=None) -> str:
     recs = result["records"]
     r0 = recs[0]
     os.makedirs(directory, exist_ok=True)
-    stem = stem or f"bench_{r0['model']}_L{r0['layers']}_s{r0['seq_len']}_{r0['embedding']}"
+    if stem is None:
+        stem = f"bench_{r0['model']}_L{r0['layers']}_s{r0['seq_len']}_{r0['embedding']}"
+        if result.get("meta", {}).get("config", {}).get("kernels") is False:
+            stem += "_nokernels"
     path = os.path.join(directory, f"{stem}.png")
     modes = [r["mode"] for r in recs]
     panels = [
@@ -168,7 +175,7 @@ def plot(result: dict, directory, *, stem=None) -> str:
             ax.bar(modes, vals, bottom=bottom, color=COLORS[cat], label=cat)
             bottom = [b + v for b, v in zip(bottom, vals)]
         for i, r in enumerate(recs):
-            ax.text(i, bottom[i], f"{total(r):.3g}", ha="center", va="bottom", fontsize=9)
+            ax.text(i, bottom[i], _short(total(r)), ha="center", va="bottom", fontsize=9)
         ax.set_title(label, fontsize=10)
         ax.margins(y=0.12)
     handles, labels = axes[0].get_legend_handles_labels()
