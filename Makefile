@@ -32,6 +32,9 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -m ""
 
+bench: setup
+	benchmarks/run_full.sh
+
 casts: setup
 	$(VENV)/bin/ditto-spu casts
 
