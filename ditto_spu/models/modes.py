@@ -23,6 +23,8 @@ JSON layout (configs/modes/ditto.json)::
 
 from __future__ import annotations
 
+from ..errors import DittoError
+
 import dataclasses
 import json
 from pathlib import Path
@@ -40,7 +42,7 @@ _HIGH_DTYPES = ("float32",)
 _PLACES = ("low", "high")
 
 
-class ModeError(ValueError):
+class ModeError(DittoError, ValueError):
     """A mode file or a mode override is malformed."""
 
 

@@ -23,6 +23,8 @@ Nothing here downloads: ``HF_HUB_OFFLINE=1`` is set before transformers loads an
 
 from __future__ import annotations
 
+from ..errors import DittoError
+
 import importlib.util
 import json
 import os
@@ -69,7 +71,7 @@ _GPT2_TASKS = {"base": FlaxGPT2Model, "causal-lm": FlaxGPT2LMHeadModel}
 MODEL_NAMES = ("minilm", *_BERT_CONFIGS, *_GPT2_CONFIGS)
 
 
-class ModelError(ValueError):
+class ModelError(DittoError, ValueError):
     """A model name / path cannot be resolved offline."""
 
 
