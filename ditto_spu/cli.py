@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main demonstration: secure MiniLM inference in ditto mode")
     p.add_argument("--small", action="store_true", help="the small hand-built mixed-ring plan instead")
-    p.add_argument("--student", default=None, help="a distilled student checkpoint directory")
+    p.add_argument("--student", default=None, help="a distilled student (model directory from `ditto-spu distill`)")
+    p.add_argument("--policy", default=None, help="precision policy calibrated for that student")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_demo)
 

@@ -129,19 +129,27 @@ def cmd_distill(args) -> int:
         lr_stage2=args.lr_stage2,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        init=args.init,
     )
     out = Path(args.out)
     print(f"QAD: teacher {args.teacher}, mode {args.mode}, {desc}; {s1}+{s2} steps of "
           f"{args.batch_size}×{args.seq_len}, backend {args.backend} → {out}", file=sys.stderr)
     distiller = Distiller(model, cfg, train, extra_ids=[held.input_ids])
+    if distiller.init_report:
+        print("quad-GeLU refit (RMS vs GeLU, before → after): " + ", ".join(
+            f"L{r['layer']} {r['rms_gelu_vs_quad']:.3f}→{r['rms_gelu_vs_refit']:.3f}" for r in distiller.init_report),
+            file=sys.stderr)
     budget = None if args.time_budget is None else args.time_budget * 60.0
     result = distiller.run(out, time_budget_s=budget, progress=not args.no_progress)
-    summary = {"teacher": args.teacher, "data": args.data, "config": cfg.to_dict(), **summarize(result)}
+    summary = {"teacher": args.teacher, "data": args.data, "config": cfg.to_dict(), **summarize(result),
+               "refit": distiller.init_report}
     if cfg.kind == "embedding" and not args.skip_eval:
         t = distiller.outputs(model.params, held, student=False)
         before = distiller.outputs(model.params, held, student=True)
+        start = distiller.outputs(distiller.initial_params, held, student=True)
         after = distiller.outputs(result.params, held, student=True)
         summary["held_out_cosine_before"] = float(cosine_similarity(t, before).mean())
+        summary["held_out_cosine_at_start"] = float(cosine_similarity(t, start).mean())
         summary["held_out_cosine_after"] = float(cosine_similarity(t, after).mean())
         summary["held_out_cosine_backend"] = args.backend
     save_student(model, result.params, out / "student", tokenizer, extra=summary)
@@ -175,7 +183,7 @@ def cmd_eval(args) -> int:
     student = load_model(str(student_dir), task=task)
     tokenizer = tokenizer_for(args.teacher, teacher)
     _, held, desc = _texts(data, args.seq_len, tokenizer, max_train=0, max_held=args.num)
-    cfg = DistillConfig(kind=kind, mode=args.mode, policy=args.policy, backend=args.backend,
+    cfg = DistillConfig(kind=kind, mode=args.mode, policy=args.policy, backend=args.backend, init="teacher",
                         seq_len=args.seq_len, batch_size=args.batch_size, stage1_steps=1, stage2_steps=0)
     ev = Distiller(teacher, cfg, held)
     t0 = time.time()
@@ -224,6 +232,8 @@ def add_parsers(subparsers) -> None:
                    help="student forward during training (fast: jit float32 ring model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--init", default="refit", choices=("refit", "teacher"),
+                   help="student start: per-unit quadratic refit of the GeLU (default) or the teacher's weights")
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples")
     p.add_argument("--max-held-out", type=int, default=None)
     p.add_argument("--skip-eval", action="store_true", help="no held-out cosine at the end")

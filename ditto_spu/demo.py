@@ -26,7 +26,7 @@ def run_demo(args) -> int:
 
     from .infer import secure_inference
 
-    policy = os.path.join(_CONFIGS, "policy_minilm_ditto.json")
+    policy = getattr(args, "policy", None) or os.path.join(_CONFIGS, "policy_minilm_ditto.json")
     policy = policy if os.path.exists(policy) else None
     console = Console(stderr=True)
     with console.status("loading MiniLM") as status:
@@ -38,6 +38,7 @@ def run_demo(args) -> int:
             policy=policy,
             model_name="minilm",
             progress=lambda message: status.update(message),
+            reference_model="minilm" if getattr(args, "student", None) else None,
         )
     summary = {**result.summary(), "policy": policy, "text": DEMO_TEXT}
     if getattr(args, "json", False):

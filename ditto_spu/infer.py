@@ -110,12 +110,15 @@ def secure_inference(
     emulate: bool = True,
     runner=None,
     progress=None,
+    reference_model=None,
 ) -> InferenceResult:
     """Run ``model`` (object or name) securely on ``text`` in ``mode``; see the module doc.
 
     ``runner``: anything with ``run(plan, inputs) -> (outputs, RunStats)`` — the 3-party
     :class:`~ditto_spu.simulation.Simulator` (default) or a
     :class:`~ditto_spu.distributed.driver.NodesRunner` for a three-node deployment.
+    ``reference_model``: the FP32 model to compare with (default: ``model`` itself with
+    exact GeLU/softmax) — for a distilled student, its teacher.
     """
     import jax
 
@@ -151,9 +154,16 @@ def secure_inference(
 
     step("plaintext references")
     exact = load_mode("exact")
-    ref_fwd = secure_forward(model, exact, output=output)
+    if isinstance(reference_model, str):
+        reference_model = load_model(reference_model)
+    ref_model = reference_model if reference_model is not None else model
+    ref_fwd = secure_forward(ref_model, exact, output=output)
     ref = np.asarray(
-        jax.jit(ref_fwd)(prepare_params(model.params, exact), one_hot_ids(ids, model.config.vocab_size, np.float32), mask),
+        jax.jit(ref_fwd)(
+            prepare_params(ref_model.params, exact),
+            one_hot_ids(ids, ref_model.config.vocab_size, np.float32),
+            mask,
+        ),
         np.float64,
     )
     cos_emulation = None

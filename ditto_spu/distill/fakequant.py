@@ -25,7 +25,7 @@ gradient. Accuracy claims are made with the reference emulator, never with this.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..policy import load_policy
 from ..quant import fxp
-from ..quant.fxp import Fxp, sg, ste
+from ..quant.fxp import Fxp
 
 _CALL_PRIMS = {
     "pjit": "jaxpr",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -244,6 +244,9 @@ def tokenizer_for(teacher: str, model):
 
 def encode_texts(tokenizer, texts, seq_len: int, texts_b=None) -> dict:
     """Token ids / masks (int32, ``(n, seq_len)``) of ``texts`` (and pairs ``texts_b``)."""
+    if len(texts) == 0:
+        empty = np.zeros((0, seq_len), np.int32)
+        return {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
     if isinstance(tokenizer, HashTokenizer):
         return tokenizer(list(texts), None if texts_b is None else list(texts_b), max_length=seq_len)
     args = (list(texts),) if texts_b is None else (list(texts), list(texts_b))

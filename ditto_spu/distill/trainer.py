@@ -63,12 +63,15 @@ class DistillConfig:
     seed: int = 0
     checkpoint_every: int = 50
     restrict_vocab: bool = True
+    init: str = "refit"  # "refit": per-unit quadratic GeLU refit (.init); "teacher": teacher weights
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.stage1_steps < 0 or self.stage2_steps < 0 or self.stage1_steps + self.stage2_steps == 0:
             raise ValueError("stage1_steps and stage2_steps must be ≥ 0 and not both 0")
+        if self.init not in ("refit", "teacher"):
+            raise ValueError(f"init must be 'refit' or 'teacher', got {self.init!r}")
         if self.batch_size < 1 or self.seq_len < 2:
             raise ValueError("batch_size must be ≥ 1 and seq_len ≥ 2")
 
@@ -148,8 +151,13 @@ def _stage_loss(cfg: DistillConfig, stage: int, s, t, mask):
 class Distiller:
     """One QAD run of ``model`` (a stock HF Flax BERT / GPT-2 with the teacher's weights in
     ``model.params``) on ``train`` batches, under ``cfg``. :meth:`run` trains (resuming from
-    ``run_dir`` when it holds a checkpoint of the same settings); :meth:`cosine` /
-    :meth:`predict` evaluate with the training backend."""
+    ``run_dir`` when it holds a checkpoint of the same settings); :meth:`outputs` evaluates
+    teacher or student (with the configured backend) on held-out batches.
+
+    The word-embedding table is restricted to the rows the data uses
+    (:class:`~.student.VocabSubset`, exact) unless ``cfg.restrict_vocab`` is off or the
+    model has a tied LM head; ``cfg.init == "refit"`` starts the student from
+    :func:`~.init.quad_gelu_refit` of the teacher's weights."""
 
     def __init__(self, model, cfg: DistillConfig, train: Batches, extra_ids=()):
         self.cfg = cfg
@@ -170,6 +178,14 @@ class Distiller:
         self.teacher_fn = teacher_forward(self.model, out)
         self.student_fn = student_forward(self.model, cfg.mode, cfg.policy, backend=cfg.backend, output=out)
         self._steps: dict = {}
+        self._output_fns: dict = {}
+        self.init_report = None
+        self.student_init = self.teacher_params
+        if cfg.init == "refit":
+            from .init import refit_if_applicable
+
+            calib = dataclasses.replace(train, input_ids=self._ids(train.input_ids))
+            self.student_init, self.init_report = refit_if_applicable(self.model, self.teacher_params, calib, cfg.mode)
 
     # -- data ------------------------------------------------------------------------------
     def _ids(self, ids):
@@ -222,7 +238,7 @@ class Distiller:
         return self._steps[stage]
 
     def initial_state(self, stage: int = 1, params=None) -> dict:
-        params = self.teacher_params if params is None else params
+        params = self.student_init if params is None else params
         params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
         return {
             "params": params,
@@ -325,6 +341,11 @@ class Distiller:
         )
 
     # -- parameters --------------------------------------------------------------------------
+    @property
+    def initial_params(self):
+        """The student's starting parameters (full vocabulary)."""
+        return self.full_params(self.student_init)
+
     def full_params(self, params):
         """Trained parameters on the full vocabulary (word-table rows not in use = teacher's)."""
         if self.vocab is None:
@@ -340,16 +361,22 @@ class Distiller:
         fn = self.student_fn if student else self.teacher_fn
         params = self.restricted(params_full)
         tt_on = self._is_bert
-        jitted = jax.jit(lambda p, i, m, t: fn(p, i, m, t if tt_on else None).output) if not hasattr(fn, "evaluate") else None
-        outs = []
-        for s in range(0, len(data), batch_size):
-            b = data.take(slice(s, s + batch_size))
-            ids = self._ids(b["input_ids"])
-            if jitted is not None:
-                o = jitted(params, ids, b["attention_mask"], b["token_type_ids"])
+        run = self._output_fns.get(student)
+        if run is None:
+            if hasattr(fn, "evaluate"):  # the reference emulator: float64 numpy results
+                run = lambda p, i, m, t: fn.evaluate(p, i, m, t if tt_on else None).output  # noqa: E731
             else:
-                o = fn.evaluate(params, ids, b["attention_mask"], b["token_type_ids"] if tt_on else None).output
-            outs.append(np.asarray(o, np.float64))
+                run = jax.jit(lambda p, i, m, t: fn(p, i, m, t if tt_on else None).output)
+            self._output_fns[student] = run
+        outs = []
+        n = len(data)
+        batch_size = min(batch_size, n)
+        for s in range(0, n, batch_size):
+            # the last batch is padded by repeating rows: one shape, one compilation
+            idx = np.minimum(np.arange(s, s + batch_size), n - 1)
+            b = data.take(idx)
+            o = run(params, self._ids(b["input_ids"]), b["attention_mask"], b["token_type_ids"])
+            outs.append(np.asarray(o, np.float64)[: min(batch_size, n - s)])
         return np.concatenate(outs)
 
 

@@ -36,10 +36,10 @@ def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
     )
 
 
-def ping(config: DeploymentConfig, timeout_s: float = 10.0) -> list:
-    """Ask every node for its rank and config digest (checks they are up and agree)."""
+def ping(config: DeploymentConfig, timeout_s: float = 10.0, ranks=(0, 1, 2)) -> list:
+    """Ask nodes (default: every node) for their rank and config digest: are they up?"""
     answers = []
-    for rank in range(3):
+    for rank in ranks:
         with _connect(config, rank, timeout_s) as conn:
             conn.send({"type": "hello"})
             answers.append(conn.recv())

@@ -102,6 +102,9 @@ def test_unreachable_node_is_a_clear_error(tmp_path):
     config = load_config(path)
     plan = build_mixed_ring_plan(rows=4, dim=8)
     with Nodes(path, ranks=(0, 2)):
+        from ditto_spu.distributed.driver import ping
+
+        ping(config, timeout_s=60, ranks=(0, 2))  # the two running nodes are up
         with pytest.raises(DittoError, match="cannot reach node 1 .*ditto-spu node"):
             run_plan(config, plan, demo_inputs(4, 8), connect_timeout_s=2)
 
