@@ -68,23 +68,23 @@ def test_three_nodes_match_the_simulator_and_count_the_same_bytes(tmp_path):
 
 def test_killing_a_node_mid_run_stops_everyone(tmp_path):
     path = write_config(tmp_path, recv_timeout_ms=15000)
-    config = load_config(path)
-    plan = build_mixed_ring_plan(rows=256, dim=512, low=config.low, high=config.high)
-    inputs = demo_inputs(256, 512)
     with Nodes(path) as nodes:
         nodes.wait_ready()
         driver = subprocess.Popen(
             [sys.executable, "-c",
-             "import sys, pickle\n"
              "from ditto_spu.distributed.config import load_config\n"
              "from ditto_spu.distributed.driver import run_plan\n"
              "from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs\n"
              f"cfg = load_config({path!r})\n"
-             "plan = build_mixed_ring_plan(rows=256, dim=512, low=cfg.low, high=cfg.high)\n"
-             "run_plan(cfg, plan, demo_inputs(256, 512))\n"],
+             "plan = build_mixed_ring_plan(rows=512, dim=1024, low=cfg.low, high=cfg.high)\n"
+             "inputs = demo_inputs(512, 1024)\n"
+             "print('sending the job', flush=True)\n"
+             "run_plan(cfg, plan, inputs)\n"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(3.0)
+        # the plan is built and the job about to be sent: kill node 1 while it runs
+        assert driver.stdout.readline().strip() == "sending the job"
+        time.sleep(1.0)
         nodes.procs[1].send_signal(signal.SIGKILL)
         t0 = time.monotonic()
         code, _ = wait_exit(driver, 60)
