@@ -231,11 +231,11 @@ class PartyRuntime:
     def _run_call(self, step: KernelCall, plan: Plan) -> StepStats:
         kernel = find_call_kernel(step.kernel)
         shares = [self.get_share(name, step.ring) for name in step.input_names]
-        before = dataclasses.replace(self.link.stats)
+        before = self.link.stats.snapshot()
         t0 = time.perf_counter()
         outputs = kernel(self.ctx, shares, step.params)
         wall = time.perf_counter() - t0
-        after = self.link.stats
+        comm = self.link.stats.since(before)
         if len(outputs) != len(step.output_names):
             raise PlanError(
                 f"party {self.rank}: kernel {step.kernel!r} returned {len(outputs)} values for "
@@ -256,9 +256,9 @@ class PartyRuntime:
             step.kernel,
             str(step.ring),
             wall,
-            after.bytes_sent - before.bytes_sent,
-            after.bytes_received - before.bytes_received,
-            after.rounds - before.rounds,
+            comm.bytes_sent,
+            comm.bytes_received,
+            comm.rounds,
             elements=elements,
         )
 

@@ -24,6 +24,33 @@ from .stats import RunStats
 WORLD_SIZE = 3
 
 
+def share_plan_inputs(plan: Plan, inputs: dict, rng=None) -> list:
+    """What the input owners do: secret-share each plaintext input into its binding's ring.
+
+    Returns one dict of AShares per party; PlanError for a missing, unknown or misshaped
+    input. Used by the simulator and by the deployment driver alike.
+    """
+    missing = [b.name for b in plan.inputs if b.name not in inputs]
+    if missing:
+        raise PlanError(f"missing input(s) {missing}; the plan takes {[b.name for b in plan.inputs]}")
+    unknown = sorted(set(inputs) - {b.name for b in plan.inputs})
+    if unknown:
+        raise PlanError(f"unknown input(s) {unknown}; the plan takes {[b.name for b in plan.inputs]}")
+    per_party = [{} for _ in range(WORLD_SIZE)]
+    for b in plan.inputs:
+        value = np.asarray(inputs[b.name])
+        if tuple(value.shape) != b.info.shape:
+            raise PlanError(
+                f"input {b.name!r} has shape {tuple(value.shape)}, the plan expects {b.info.shape}"
+            )
+        if b.info.dtype.startswith(("float", "bfloat")):
+            value = value.astype(np.float64)
+        shares = share_values(value, b.info.ring, b.info.dtype, rng)
+        for rank in range(WORLD_SIZE):
+            per_party[rank][b.name] = shares[rank]
+    return per_party
+
+
 class _PartyThread(threading.Thread):
     def __init__(self, rank, target):
         super().__init__(name=f"ditto-party-{rank}", daemon=True)
@@ -62,24 +89,7 @@ class Simulator:
 
     def share_inputs(self, plan: Plan, inputs: dict, rng=None) -> list:
         """Secret-share plaintext inputs into their rings: one dict of AShares per party."""
-        missing = [b.name for b in plan.inputs if b.name not in inputs]
-        if missing:
-            raise PlanError(f"missing input(s) {missing}; the plan takes {[b.name for b in plan.inputs]}")
-        unknown = sorted(set(inputs) - {b.name for b in plan.inputs})
-        if unknown:
-            raise PlanError(f"unknown input(s) {unknown}; the plan takes {[b.name for b in plan.inputs]}")
-        per_party = [{} for _ in range(WORLD_SIZE)]
-        for b in plan.inputs:
-            value = np.asarray(inputs[b.name])
-            if tuple(value.shape) != b.info.shape:
-                raise PlanError(
-                    f"input {b.name!r} has shape {tuple(value.shape)}, the plan expects {b.info.shape}"
-                )
-            shares = share_values(value.astype(np.float64) if b.info.dtype.startswith(("float", "bfloat")) else value,
-                                  b.info.ring, b.info.dtype, rng)
-            for rank in range(WORLD_SIZE):
-                per_party[rank][b.name] = shares[rank]
-        return per_party
+        return share_plan_inputs(plan, inputs, rng)
 
     def run_shares(self, plan: Plan, party_inputs: list) -> tuple[list, RunStats]:
         """Run ``plan`` on already shared inputs; return (per-party output shares, stats)."""

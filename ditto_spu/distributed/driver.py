@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from multiprocessing.connection import Client, wait
 
-import numpy as np
 
 from ..errors import DittoError, PartyError
 from ..plan import Plan
-from ..shares import reconstruct, share_values
+from ..shares import reconstruct
+from ..simulation import share_plan_inputs
 from ..stats import RunStats
 from .config import DeploymentConfig
 
@@ -67,16 +67,7 @@ def run_plan(
 ) -> tuple[dict, RunStats]:
     """Run ``plan`` on the three nodes; return (plaintext outputs, stats)."""
     plan.validate()
-    per_party = [{} for _ in range(3)]
-    for b in plan.inputs:
-        if b.name not in inputs:
-            raise DittoError(f"missing input {b.name!r}")
-        value = np.asarray(inputs[b.name])
-        if tuple(value.shape) != b.info.shape:
-            raise DittoError(f"input {b.name!r} has shape {value.shape}, the plan expects {b.info.shape}")
-        shares = share_values(value, b.info.ring, b.info.dtype, rng)
-        for rank in range(3):
-            per_party[rank][b.name] = shares[rank]
+    per_party = share_plan_inputs(plan, inputs, rng)
     conns = [_connect(config, rank, connect_timeout_s) for rank in range(3)]
     plan_bytes = plan.to_bytes()
     t0 = time.perf_counter()

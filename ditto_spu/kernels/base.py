@@ -40,6 +40,18 @@ class CommStats:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def snapshot(self) -> "CommStats":
+        return dataclasses.replace(self)
+
+    def since(self, before: "CommStats") -> "CommStats":
+        """Traffic counted after ``before`` (a :meth:`snapshot`)."""
+        return CommStats(
+            self.bytes_sent - before.bytes_sent,
+            self.bytes_received - before.bytes_received,
+            self.messages_sent - before.messages_sent,
+            self.rounds - before.rounds,
+        )
+
 
 class CountedLink:
     """A party's view of the link for kernel messages, counting every byte and round.
@@ -174,18 +186,11 @@ def find_cast_kernel(src: RingSpec, dst: RingSpec):
 def run_cast(ctx: PartyContext, share: AShare, dst: RingSpec) -> KernelResult:
     """Find and run the cast kernel for ``share.ring -> dst``, measuring its cost."""
     kernel = find_cast_kernel(share.ring, dst)
-    before = dataclasses.replace(ctx.link.stats)
+    before = ctx.link.stats.snapshot()
     t0 = time.perf_counter()
     out = kernel(ctx, share, dst)
     seconds = time.perf_counter() - t0
-    after = ctx.link.stats
-    delta = CommStats(
-        after.bytes_sent - before.bytes_sent,
-        after.bytes_received - before.bytes_received,
-        after.messages_sent - before.messages_sent,
-        after.rounds - before.rounds,
-    )
-    return KernelResult(out, delta, seconds)
+    return KernelResult(out, ctx.link.stats.since(before), seconds)
 
 
 _BUILTINS_LOADED = False

@@ -29,7 +29,7 @@ from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel, run_cast
-from .ring_matmul import dot_general_u32
+from .ring_matmul import batched_operands, dot_general_u32
 from .rss import open_for_check
 
 NAME = "matmul_fxp32"
@@ -79,13 +79,7 @@ def _check_product_range(ctx: PartyContext, x: AShare, y: AShare, dims) -> None:
     mod 2^32 and cannot be seen in the ring value afterwards."""
     xv = open_for_check(ctx, x).astype(np.float64)
     yv = open_for_check(ctx, y).astype(np.float64)
-    lb, rb, lc, rc = dims
-    lf = [i for i in range(xv.ndim) if i not in lb and i not in lc]
-    rf = [i for i in range(yv.ndim) if i not in rb and i not in rc]
-    bsz = int(np.prod([xv.shape[i] for i in lb], dtype=np.int64))
-    k = int(np.prod([xv.shape[i] for i in lc], dtype=np.int64))
-    a = np.transpose(xv, list(lb) + lf + list(lc)).reshape(bsz, -1, k)
-    b = np.transpose(yv, list(rb) + list(rc) + rf).reshape(bsz, k, -1)
+    a, b, _ = batched_operands(xv, yv, dims)
     worst = float(np.max(np.abs(np.matmul(a, b)), initial=0.0))
     limit = 2.0 ** (x.ring.bits - 2)
     if worst >= limit:

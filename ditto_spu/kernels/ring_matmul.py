@@ -73,8 +73,8 @@ def _matmul_u32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (low_u + (cross_u << np.uint64(16))).astype(np.uint32)
 
 
-def dot_general_u32(lhs, rhs, dims) -> np.ndarray:
-    """stablehlo.dot_general mod 2^32.
+def batched_operands(lhs, rhs, dims):
+    """dot_general operands as (B, M, K) and (B, K, N) arrays, and the result's shape.
 
     ``dims`` = (lhs_batch, rhs_batch, lhs_contract, rhs_contract) as tuples of axes. The
     result's axes are: batch, lhs free, rhs free (StableHLO's order).
@@ -91,4 +91,10 @@ def dot_general_u32(lhs, rhs, dims) -> np.ndarray:
     n = int(np.prod(rf_shape, dtype=np.int64))
     a = np.transpose(lhs, list(lb) + lf + list(lc)).reshape(bsz, m, k)
     b = np.transpose(rhs, list(rb) + list(rc) + rf).reshape(bsz, k, n)
-    return matmul_u32(a, b).reshape(batch_shape + lf_shape + rf_shape)
+    return a, b, tuple(batch_shape + lf_shape + rf_shape)
+
+
+def dot_general_u32(lhs, rhs, dims) -> np.ndarray:
+    """stablehlo.dot_general mod 2^32 (``dims`` as in :func:`batched_operands`)."""
+    a, b, shape = batched_operands(lhs, rhs, dims)
+    return matmul_u32(a, b).reshape(shape)

@@ -201,6 +201,22 @@ def _residual_block(ic: ModeInterceptor, m, next_fun, hidden_states, *args, **kw
     return next_fun(hidden_states.astype(ic.high), *args, **kwargs)
 
 
+def _attention_mask(m, query, key, attention_mask):
+    """The keep-mask HF's BERT and GPT-2 attention build: causal (if the module is) and/or
+    padding, broadcast to (batch, heads, q, k); None when there is neither."""
+    if m.causal:
+        q_len, k_len = query.shape[1], key.shape[1]
+        causal = m.causal_mask[:, :, :q_len, :k_len]
+        causal = jnp.broadcast_to(causal, (query.shape[0],) + causal.shape[1:])
+        if attention_mask is None:
+            return causal
+        expanded = jnp.broadcast_to(jnp.expand_dims(attention_mask, (-3, -2)), causal.shape)
+        return combine_masks(expanded, causal)
+    if attention_mask is not None:
+        return jnp.expand_dims(attention_mask, axis=(-3, -2))
+    return None
+
+
 def _bert_self_attention(
     ic: ModeInterceptor,
     m: hf_bert.FlaxBertSelfAttention,
@@ -219,18 +235,7 @@ def _bert_self_attention(
     key = m._split_heads(m.key(kv))
     value = m._split_heads(m.value(kv))
 
-    mask = None
-    if m.causal:
-        q_len, k_len = query.shape[1], key.shape[1]
-        causal = m.causal_mask[:, :, :q_len, :k_len]
-        causal = jnp.broadcast_to(causal, (query.shape[0],) + causal.shape[1:])
-        if attention_mask is not None:
-            expanded = jnp.broadcast_to(jnp.expand_dims(attention_mask, (-3, -2)), causal.shape)
-            mask = combine_masks(expanded, causal)
-        else:
-            mask = causal
-    elif attention_mask is not None:
-        mask = jnp.expand_dims(attention_mask, axis=(-3, -2))
+    mask = _attention_mask(m, query, key, attention_mask)
 
     rate = m.config.attention_probs_dropout_prob
     rng = m.make_rng("dropout") if (not deterministic and rate > 0.0) else None
@@ -262,18 +267,7 @@ def _gpt2_attention(
         key, value = jnp.split(m.c_attn(key_value_states), 2, axis=2)
     query, key, value = m._split_heads(query), m._split_heads(key), m._split_heads(value)
 
-    mask = None
-    if m.causal:
-        q_len, k_len = query.shape[1], key.shape[1]
-        causal = m.causal_mask[:, :, :q_len, :k_len]
-        causal = jnp.broadcast_to(causal, (query.shape[0],) + causal.shape[1:])
-        if attention_mask is not None:
-            expanded = jnp.broadcast_to(jnp.expand_dims(attention_mask, (-3, -2)), causal.shape)
-            mask = combine_masks(expanded, causal)
-        else:
-            mask = causal
-    elif attention_mask is not None:
-        mask = jnp.expand_dims(attention_mask, axis=(-3, -2))
+    mask = _attention_mask(m, query, key, attention_mask)
 
     rate = m.config.attn_pdrop
     rng = m.make_rng("dropout") if (not deterministic and rate > 0.0) else None
