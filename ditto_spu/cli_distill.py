@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -64,13 +65,16 @@ def _kind(model, data: dict) -> str:
     return "classification" if data["kind"] == "glue" else "embedding"
 
 
-def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None):
-    """(train Batches, held-out Batches, held-out labels or None, description)."""
-    from .data import builtin_corpus, glue_task, load_glue, read_text, train_held_out_split
+def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None, windows: int = 0, seed: int = 0):
+    """(train Batches, held-out Batches, description). ``windows``: that many random word
+    spans of the training documents are added to the training set (unlabeled text only)."""
+    from .data import builtin_corpus, glue_task, load_glue, random_windows, read_text, train_held_out_split
     from .distill.student import encode_texts
     from .distill.trainer import Batches
 
     if data["kind"] == "glue":
+        if windows:
+            raise SystemExit("--windows draws unlabeled text spans: use it with --data builtin or a text file, not GLUE")
         task = glue_task(data["task"])
         train = load_glue(task, data["dir"], "train")[:max_train]
         dev = load_glue(task, data["dir"], "dev")[:max_held]
@@ -86,14 +90,20 @@ def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None):
     if data["kind"] == "builtin":
         corpus = builtin_corpus()
         train, held, src = list(corpus.train), list(corpus.held_out), corpus.source
+        documents = corpus.train_documents
     else:
         train, held = train_held_out_split(read_text(data["path"]))
         src = data["path"]
+        documents = [" ".join(train)]
     train, held = train[:max_train], held[:max_held]
+    desc = f"{src}: {len(train)} train, {len(held)} held-out sentences"
+    if windows:
+        train = train + random_windows(documents, windows, seed=seed, max_words=max(4, min(48, (seq_len * 3) // 4)))
+        desc += f", +{windows} random spans of the training documents"
     return (
         Batches.from_encoded(encode_texts(tokenizer, train, seq_len)),
         Batches.from_encoded(encode_texts(tokenizer, held, seq_len)),
-        f"{src}: {len(train)} train, {len(held)} held-out sentences",
+        desc,
     )
 
 
@@ -114,7 +124,8 @@ def cmd_distill(args) -> int:
     data = _parse_data(args.data)
     model = _load_teacher(args.teacher, data, args.seed)
     tokenizer = tokenizer_for(args.teacher, model)
-    train, held, desc = _texts(data, args.seq_len, tokenizer, args.max_train, args.max_held_out)
+    train, held, desc = _texts(data, args.seq_len, tokenizer, args.max_train, args.max_held_out,
+                               windows=args.windows, seed=args.seed)
     s1, s2 = _split_steps(args)
     cfg = DistillConfig(
         kind=_kind(model, data),
@@ -130,6 +141,8 @@ def cmd_distill(args) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         init=args.init,
+        range_weight=args.range_weight,
+        range_margin_bits=args.range_margin_bits,
     )
     out = Path(args.out)
     print(f"QAD: teacher {args.teacher}, mode {args.mode}, {desc}; {s1}+{s2} steps of "
@@ -152,6 +165,19 @@ def cmd_distill(args) -> int:
         summary["held_out_cosine_at_start"] = float(cosine_similarity(t, start).mean())
         summary["held_out_cosine_after"] = float(cosine_similarity(t, after).mean())
         summary["held_out_cosine_backend"] = args.backend
+    if cfg.backend == "fast":
+        # the secure run computes what the emulation does only while every value fits its ring
+        head = distiller.range_headroom(result.params, held)
+        head_train = distiller.range_headroom(result.params, train)
+        summary["fxp32_headroom_bits_min"] = {
+            "held_out": round(min(head.values(), default=math.inf), 2),
+            "train": round(min(head_train.values(), default=math.inf), 2),
+        }
+        summary["fxp32_tightest"] = {k: round(v, 2) for k, v in list(head.items())[:5]}
+        if min(head.values(), default=math.inf) < 0:
+            print("WARNING: on held-out text some FXP32 values leave their ring under this policy "
+                  f"({', '.join(k for k, v in head.items() if v < 0)}): the secure run will wrap there. "
+                  "Raise --range-weight or re-calibrate the policy for the student.", file=sys.stderr)
     save_student(model, result.params, out / "student", tokenizer, extra=summary)
     (out / "distill.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(json.dumps(summary, indent=2, default=float))
@@ -189,6 +215,9 @@ def cmd_eval(args) -> int:
     t0 = time.time()
     ref = ev.outputs(teacher.params, held, student=False, batch_size=args.batch_size)
     before = ev.outputs(teacher.params, held, student=True, batch_size=args.batch_size)
+    emulated = getattr(ev.student_fn, "reset_report", None)
+    if emulated is not None:
+        emulated()
     after = ev.outputs(student.params, held, student=True, batch_size=args.batch_size)
     report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
               "data": desc, "examples": len(held)}
@@ -206,6 +235,13 @@ def cmd_eval(args) -> int:
         report["agreement_with_teacher_after"] = float(np.mean(np.argmax(after, -1) == np.argmax(ref, -1)))
     else:
         raise SystemExit("eval of causal-lm students: use the perplexity benchmark (not implemented here)")
+    if emulated is not None:
+        # the emulator wraps a value that leaves its ring, as the secure run does, but SPU's
+        # truncation then fails too: the secure run matches the emulation only when all fits
+        records = [r for r in ev.student_fn.report.records if r.ring.field == "FM32"]
+        over = sorted({r.scope for r in records if r.headroom_bits < 0})
+        report["after_fxp32_headroom_bits_min"] = round(min((r.headroom_bits for r in records), default=math.inf), 2)
+        report["after_fxp32_overflowing_scopes"] = over
     report["eval_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=2, default=float))
     return 0
@@ -234,6 +270,14 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--init", default="refit", choices=("refit", "teacher"),
                    help="student start: per-unit quadratic refit of the GeLU (default) or the teacher's weights")
+    p.add_argument("--range-weight", type=float, default=1.0,
+                   help="weight of the penalty on values near their FXP32 limits (keeps the student inside "
+                        "the policy's rings, as the secure run needs; 0 = off; fast backend)")
+    p.add_argument("--range-margin-bits", type=float, default=1.0,
+                   help="headroom in bits the range penalty keeps below each FXP32 limit (default 1)")
+    p.add_argument("--windows", type=int, default=0, metavar="N",
+                   help="add N random word spans of the training documents to the training set "
+                        "(unlabeled text: more contexts than the sentences alone; default 0)")
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples")
     p.add_argument("--max-held-out", type=int, default=None)
     p.add_argument("--skip-eval", action="store_true", help="no held-out cosine at the end")

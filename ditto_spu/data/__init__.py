@@ -21,7 +21,15 @@ from .glue import (
     load_glue,
     read_glue_tsv,
 )
-from .text import Corpus, TextDataError, builtin_corpus, read_text, split_sentences, train_held_out_split
+from .text import (
+    Corpus,
+    TextDataError,
+    builtin_corpus,
+    random_windows,
+    read_text,
+    split_sentences,
+    train_held_out_split,
+)
 from .wikitext import (
     WikiArticle,
     WikitextFormatError,
@@ -36,6 +44,7 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "Corpus",
+    "random_windows",
     "GlueExample",
     "GlueFormatError",
     "GlueTask",

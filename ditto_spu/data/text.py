@@ -32,12 +32,16 @@ class TextDataError(DittoError):
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """Sentences for training and for held-out evaluation, plus where they came from."""
+    """Sentences for training and for held-out evaluation, plus where they came from.
+    ``train_documents``: the whole text of the training documents (code samples and
+    grammar included; sentences that are also held out cut out), the source of
+    :func:`random_windows`."""
 
     train: tuple
     held_out: tuple
     source: str
     held_out_docs: tuple = ()
+    train_documents: tuple = ()
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -112,7 +116,7 @@ def builtin_corpus(held_out_fraction: float = 0.15, min_words: int = 5, max_word
         raise ValueError(f"held_out_fraction must lie in (0, 1), got {held_out_fraction}")
     from pydoc_data.topics import topics
 
-    train, held, held_docs = [], [], []
+    train, held, held_docs, train_docs = [], [], [], []
     for name in sorted(topics):
         sentences = document_sentences(topics[name], min_words, max_words)
         if _held_out_doc(name, held_out_fraction):
@@ -120,6 +124,7 @@ def builtin_corpus(held_out_fraction: float = 0.15, min_words: int = 5, max_word
             held_docs.append(name)
         else:
             train.extend(sentences)
+            train_docs.append(topics[name])
     if not train or not held:
         raise TextDataError(
             f"pydoc_data.topics gave {len(train)} training and {len(held)} held-out sentences; "
@@ -128,7 +133,39 @@ def builtin_corpus(held_out_fraction: float = 0.15, min_words: int = 5, max_word
     held = _dedupe(held)
     held_set = set(held)  # a few sentences recur in several topics: keep them held out only
     train = [s for s in _dedupe(train) if s not in held_set]
-    return Corpus(tuple(train), tuple(held), "pydoc_data.topics", tuple(held_docs))
+    docs = []
+    for doc in train_docs:  # whitespace collapsed, held-out sentences cut out
+        doc = " ".join(doc.split())
+        for h in held_set:
+            doc = doc.replace(h, " ")
+        docs.append(doc)
+    return Corpus(tuple(train), tuple(held), "pydoc_data.topics", tuple(held_docs), tuple(docs))
+
+
+def random_windows(documents: Iterable[str], n: int, *, seed: int = 0, min_words: int = 4, max_words: int = 48) -> list[str]:
+    """``n`` random spans of consecutive words from ``documents`` (whitespace collapsed):
+    a document drawn in proportion to its length, a start, a length uniform in
+    ``[min_words, max_words]``. Distillation needs no labels, so any text the teacher
+    can read is a training example: spans across sentence, paragraph and code boundaries
+    give the student far more contexts than the documents' sentences alone.
+    Deterministic for a given ``seed``."""
+    import numpy as np
+
+    if n < 0 or not 1 <= min_words <= max_words:
+        raise ValueError(f"need n ≥ 0 and 1 ≤ min_words ≤ max_words, got {n}, {min_words}, {max_words}")
+    docs = [d.split() for d in documents]
+    docs = [d for d in docs if len(d) >= min_words]
+    if n and not docs:
+        raise TextDataError(f"no document with at least {min_words} words to draw windows from")
+    rng = np.random.default_rng(seed)
+    sizes = np.array([len(d) for d in docs], np.float64)
+    out = []
+    for i in rng.choice(len(docs), size=n, p=sizes / sizes.sum()) if n else ():
+        words = docs[i]
+        length = int(rng.integers(min_words, min(max_words, len(words)) + 1))
+        start = int(rng.integers(0, len(words) - length + 1))
+        out.append(" ".join(words[start : start + length]))
+    return out
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

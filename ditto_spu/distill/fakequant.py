@@ -14,9 +14,17 @@ with the same ring rules as the emulator, minus what does not matter for trainin
   ring's grid (the mean of SPU's truncation); exp, division, rsqrt use SPU's algorithms
   from :mod:`ditto_spu.quant.fxp` (Taylor exp, Goldschmidt, rsqrt polynomial); other
   transcendentals are exact then rounded;
-* NOT modelled: range checks and wrap-around (the emulator reports them), float64
-  exactness of FXP64 values (float32 keeps 24 significant bits: below FXP64's 2^-18
-  grid only for |x| ≥ 64), the denominator-broadcast rewrite of divisions.
+* NOT modelled: wrap-around (the emulator reports and wraps), float64 exactness of
+  FXP64 values (float32 keeps 24 significant bits: below FXP64's 2^-18 grid only for
+  |x| ≥ 64), the denominator-broadcast rewrite of divisions.
+
+Ranges: with ``ranges=True`` the wrapped function returns ``(outputs, RangeTaps)``: for
+every value, product (before truncation), cast and secret input in a ring of at most
+``range_bits`` bits (FXP32 by default), the largest magnitude seen (per scope and kind,
+the emulator's :mod:`~ditto_spu.quant.report` rules and limits) and a differentiable
+penalty ``Σ relu(|v| / L − 1)²`` over the elements above ``L = limit / 2^margin_bits``.
+Adding the penalty to a training loss keeps the trained model inside the policy's rings
+(what the secure run needs: there a value past the limit wraps).
 
 Every rounding is straight-through (forward: ring value; backward: the exact op's
 gradient), so ``jax.grad`` of a loss through ``fake_quant(fn, policy)`` is the QAD
@@ -34,6 +42,7 @@ import numpy as np
 from ..policy import load_policy
 from ..quant import fxp
 from ..quant.fxp import Fxp
+from ..quant.report import limit_of
 
 _CALL_PRIMS = {
     "pjit": "jaxpr",
@@ -81,12 +90,62 @@ class _Val:
         self.x, self.ring, self.const = x, ring, const
 
 
+@jax.tree_util.register_pytree_node_class
+class RangeTaps:
+    """What ``fake_quant(..., ranges=True)`` reports next to the outputs (a pytree):
+    ``penalty`` (scalar, differentiable; 0 when everything fits with the margin) and
+    ``max_abs``: ``{(scope, kind): largest |v|}`` (no gradient). ``index`` (static):
+    ``{(scope, kind): (ring, limit)}`` with the limit before the margin."""
+
+    def __init__(self, penalty, max_abs: dict, index: dict):
+        self.penalty, self.max_abs, self.index = penalty, max_abs, index
+
+    def tree_flatten(self):
+        keys = tuple(sorted(self.max_abs))
+        index = tuple((k, self.index[k]) for k in keys)  # hashable: part of the tree structure
+        return (self.penalty, tuple(self.max_abs[k] for k in keys)), (keys, index)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        keys, index = aux
+        penalty, maxes = children
+        return cls(penalty, dict(zip(keys, maxes)), dict(index))
+
+    def headroom_bits(self) -> dict:
+        """``{(scope, kind): log2(limit / max |v|)}`` (negative: over the limit)."""
+        out = {}
+        for key, m in self.max_abs.items():
+            m = float(m)
+            out[key] = float("inf") if m <= 0 else float(np.log2(self.index[key][1] / m))
+        return out
+
+
 class _FakeQuant:
-    def __init__(self, policy, exp_iters: int, div_iters: int):
+    def __init__(self, policy, exp_iters: int, div_iters: int, ranges=None):
         self.policy = policy
         self.exp_iters = exp_iters
         self.div_iters = div_iters
         self._rings: dict = {}
+        self.ranges = ranges  # None, or (range_bits, margin_bits)
+        self.penalty = jnp.zeros((), jnp.float32)
+        self.max_abs: dict = {}
+        self.index: dict = {}
+
+    def tap(self, scope, ring, kind, x):
+        """Record ``x`` (a value in ``ring``) against its limit; add its excess to the penalty."""
+        if self.ranges is None or ring is None or ring.bits > self.ranges[0]:
+            return
+        x = jnp.asarray(x)
+        if x.size == 0 or not _is_float(x.dtype):
+            return
+        limit = limit_of(ring, kind)
+        a = jnp.abs(x.astype(jnp.float32))
+        excess = jax.nn.relu(a * (2.0 ** self.ranges[1] / limit) - 1.0)
+        self.penalty = self.penalty + jnp.sum(excess * excess)
+        key = (scope, kind)
+        m = jnp.max(jax.lax.stop_gradient(a))
+        self.max_abs[key] = jnp.maximum(self.max_abs[key], m) if key in self.max_abs else m
+        self.index[key] = (ring, limit)
 
     def ring_for(self, dtype, scope):
         key = (str(jnp.dtype(dtype)), scope)
@@ -147,19 +206,28 @@ class _FakeQuant:
             if ring is not None and is_f:
                 if v.const:
                     x = jnp.trunc(jnp.asarray(x, jnp.float32) * 2.0**ring.frac_bits) / 2.0**ring.frac_bits
-                elif v.ring != ring and v.ring.frac_bits > ring.frac_bits:
-                    x = fxp.round_to(x, ring.frac_bits, "nearest")
+                elif v.ring != ring:
+                    if v.ring.frac_bits > ring.frac_bits:
+                        x = fxp.round_to(x, ring.frac_bits, "nearest")
+                    self.tap(scope, ring, "cast", x)
             xs.append(x)
         if ring is None or not any(in_float):
             outs = _bind(eqn, xs)
         else:
-            outs = self.compute(eqn, prim, xs, invals, ring)
+            outs = self.compute(eqn, prim, xs, invals, ring, scope)
+            for o, f in zip(outs, out_float):
+                if f:
+                    self.tap(scope, ring, "value", o)
         return [_Val(o, ring if f else None, False) for o, f in zip(outs, out_float)]
 
-    def compute(self, eqn, prim, xs, invals, ring):
+    def product(self, F, ring, scope, out):
+        self.tap(scope, ring, "product", out)
+        return F.q(out)
+
+    def compute(self, eqn, prim, xs, invals, ring, scope):
         F = Fxp(ring.frac_bits, "nearest")
         if prim in _PRODUCTS:
-            return [F.q(o) for o in _bind(eqn, xs)]
+            return [self.product(F, ring, scope, o) for o in _bind(eqn, xs)]
         if prim == "integer_pow":
             y = eqn.params["y"]
             if y < 0:
@@ -167,10 +235,10 @@ class _FakeQuant:
             acc, base, n = None, xs[0], y
             while n:
                 if n & 1:
-                    acc = base if acc is None else F.q(acc * base)
+                    acc = base if acc is None else self.product(F, ring, scope, acc * base)
                 n >>= 1
                 if n:
-                    base = F.q(base * base)
+                    base = self.product(F, ring, scope, base * base)
             return [jnp.ones_like(xs[0]) if acc is None else acc]
         if prim == "exp":
             return [F.exp_taylor(xs[0], self.exp_iters)]
@@ -191,12 +259,23 @@ class _FakeQuant:
         return outs
 
 
-def fake_quant(fn: Callable, policy=None, *, exp_iters: int = 5, div_iters: int = 2) -> Callable:
+def fake_quant(
+    fn: Callable,
+    policy=None,
+    *,
+    exp_iters: int = 5,
+    div_iters: int = 2,
+    ranges: bool = False,
+    range_bits: int = 32,
+    margin_bits: float = 1.0,
+) -> Callable:
     """``fn`` (traced with its own dtypes) re-evaluated in float32 with the ring arithmetic of
     ``policy`` (a :class:`~ditto_spu.policy.Policy`, JSON path, config name or None for the
     default), straight-through gradients. Usable inside ``jax.jit`` / ``jax.grad``.
     ``exp_iters`` / ``div_iters``: SPU's Taylor exp iterations and Goldschmidt iterations
-    (the emulator's defaults). See the module docstring for what is and is not modelled.
+    (the emulator's defaults). ``ranges``: also return a :class:`RangeTaps` for the rings of
+    at most ``range_bits`` bits, penalising values within ``margin_bits`` of their limit.
+    See the module docstring for what is and is not modelled.
     """
     policy = load_policy(policy)
     cache: dict = {}
@@ -213,17 +292,21 @@ def fake_quant(fn: Callable, policy=None, *, exp_iters: int = 5, div_iters: int 
             names = [jax.tree_util.keystr(p) for p, _ in with_path]
             cache[key] = (closed, jax.tree_util.tree_structure(out_shape), names)
         closed, out_tree, names = cache[key]
-        interp = _FakeQuant(policy, exp_iters, div_iters)
+        interp = _FakeQuant(policy, exp_iters, div_iters, (range_bits, margin_bits) if ranges else None)
         args_v = []
         for var, name, x in zip(closed.jaxpr.invars, names, leaves):
             if _is_float(var.aval.dtype):
                 ring = interp.ring_for(var.aval.dtype, name)
                 x = fxp.round_to(jnp.asarray(x, jnp.float32), ring.frac_bits, "nearest")
+                interp.tap(name, ring, "input", x)
                 args_v.append(_Val(x, ring, False))
             else:
                 args_v.append(_Val(x, None, False))
         outs = interp.eval_jaxpr(closed.jaxpr, closed.consts, args_v, "")
-        return jax.tree_util.tree_unflatten(out_tree, [o.x for o in outs])
+        result = jax.tree_util.tree_unflatten(out_tree, [o.x for o in outs])
+        if ranges:
+            return result, RangeTaps(interp.penalty, interp.max_abs, interp.index)
+        return result
 
     wrapped.policy = policy  # type: ignore[attr-defined]
     return wrapped

@@ -108,12 +108,26 @@ def teacher_forward(model, output="auto", *, attentions: bool = True) -> Callabl
     return tapped_forward(model, "exact", output, attentions=attentions)
 
 
-def student_forward(model, mode, policy=None, *, backend: str = "fast", output="auto", attentions: bool = True):
+def student_forward(
+    model,
+    mode,
+    policy=None,
+    *,
+    backend: str = "fast",
+    output="auto",
+    attentions: bool = True,
+    ranges: bool = False,
+    margin_bits: float = 1.0,
+):
     """The QAD student ``f(params_f32, input_ids, attention_mask, token_type_ids=None) -> Taps``:
     the model under ``mode``, its parameters cast by ``prepare_params`` inside, evaluated
-    by ``backend`` with the rings of ``policy`` (module docstring)."""
+    by ``backend`` with the rings of ``policy`` (module docstring). ``ranges`` (fast backend
+    only): return ``(Taps, RangeTaps)`` with the FXP32 range penalty at ``margin_bits``
+    (:func:`~.fakequant.fake_quant`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if ranges and backend != "fast":
+        raise ValueError(f"range taps come from the fast backend, not {backend!r}")
     mode = load_mode(mode)
     inner = tapped_forward(model, mode, output, attentions=attentions)
 
@@ -125,7 +139,7 @@ def student_forward(model, mode, policy=None, *, backend: str = "fast", output="
     if backend == "fast":
         from .fakequant import fake_quant
 
-        return fake_quant(on_master_params, policy)
+        return fake_quant(on_master_params, policy, ranges=ranges, margin_bits=margin_bits)
     from ..quant import emulate
 
     return emulate(on_master_params, policy)

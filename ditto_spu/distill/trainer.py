@@ -64,6 +64,8 @@ class DistillConfig:
     checkpoint_every: int = 50
     restrict_vocab: bool = True
     init: str = "refit"  # "refit": per-unit quadratic GeLU refit (.init); "teacher": teacher weights
+    range_weight: float = 1.0  # weight of the FXP32 range penalty (fast backend; 0 = off)
+    range_margin_bits: float = 1.0  # headroom the penalty keeps below each FXP32 limit
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -74,6 +76,13 @@ class DistillConfig:
             raise ValueError(f"init must be 'refit' or 'teacher', got {self.init!r}")
         if self.batch_size < 1 or self.seq_len < 2:
             raise ValueError("batch_size must be ≥ 1 and seq_len ≥ 2")
+        if self.range_weight < 0:
+            raise ValueError(f"range_weight must be ≥ 0, got {self.range_weight}")
+
+    @property
+    def range_aware(self) -> bool:
+        """Whether training penalises values near their FXP32 limits (fast backend only)."""
+        return self.range_weight > 0 and self.backend == "fast"
 
     @property
     def total_steps(self) -> int:
@@ -116,8 +125,9 @@ class Batches:
 
 @dataclasses.dataclass
 class DistillResult:
-    """What a run did: steps done, whether it finished, the loss history
-    (``[(step, stage, loss)]``), elapsed seconds, final parameters (full vocabulary)."""
+    """What a run did: steps done, whether it finished, the history
+    (``[(step, stage, distillation loss, range penalty)]``), elapsed seconds, final
+    parameters (full vocabulary)."""
 
     params: Any
     step: int
@@ -127,7 +137,11 @@ class DistillResult:
     elapsed_s: float
 
     def first_last_loss(self, stage: int) -> tuple[float, float]:
-        xs = [l for (_, s, l) in self.history if s == stage]
+        xs = [h[2] for h in self.history if h[1] == stage]
+        return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
+
+    def first_last_range_penalty(self) -> tuple[float, float]:
+        xs = [h[3] for h in self.history if len(h) > 3]
         return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
 
 
@@ -177,6 +191,11 @@ class Distiller:
         out = _output_for(cfg.kind)
         self.teacher_fn = teacher_forward(self.model, out)
         self.student_fn = student_forward(self.model, cfg.mode, cfg.policy, backend=cfg.backend, output=out)
+        self.ranged_fn = (
+            student_forward(self.model, cfg.mode, cfg.policy, output=out, ranges=True, margin_bits=cfg.range_margin_bits)
+            if cfg.backend == "fast"
+            else None
+        )
         self._steps: dict = {}
         self._output_fns: dict = {}
         self.init_report = None
@@ -212,11 +231,17 @@ class Distiller:
         cfg = self.cfg
 
         def loss(params, teacher_params, batch):
+            """(total loss, (distillation loss, range penalty per example))."""
             args = (batch["input_ids"], batch["attention_mask"])
             tt = batch["token_type_ids"] if self._is_bert else None
             t = jax.lax.stop_gradient(self.teacher_fn(teacher_params, *args, tt))
-            s = self.student_fn(params, *args, tt)
-            return _stage_loss(cfg, stage, s, t, batch["attention_mask"])
+            if cfg.range_aware:
+                s, taps = self.ranged_fn(params, *args, tt)
+                penalty = taps.penalty / batch["input_ids"].shape[0]
+            else:
+                s, penalty = self.student_fn(params, *args, tt), jnp.zeros((), jnp.float32)
+            distill = _stage_loss(cfg, stage, s, t, batch["attention_mask"])
+            return distill + cfg.range_weight * penalty, (distill, penalty)
 
         return loss
 
@@ -230,9 +255,9 @@ class Distiller:
             loss = self.loss_fn(stage)
 
             def step(params, opt_state, teacher_params, batch):
-                value, grads = jax.value_and_grad(loss)(params, teacher_params, batch)
+                (_, (value, penalty)), grads = jax.value_and_grad(loss, has_aux=True)(params, teacher_params, batch)
                 updates, opt_state = opt.update(grads, opt_state, params)
-                return optax.apply_updates(params, updates), opt_state, value
+                return optax.apply_updates(params, updates), opt_state, value, penalty
 
             self._steps[stage] = jax.jit(step)
         return self._steps[stage]
@@ -304,10 +329,10 @@ class Distiller:
                     # a new stage: a fresh optimizer (own schedule) on the current parameters
                     state = {**state, "opt_state": self.optimizer(stage).init(state["params"]), "stage": stage}
                 batch = self.batch_for_step(state["rng"], step)
-                params, opt_state, loss = self.step_fn(stage)(
+                params, opt_state, loss, penalty = self.step_fn(stage)(
                     state["params"], state["opt_state"], self.teacher_params, batch
                 )
-                loss = float(loss)
+                loss, penalty = float(loss), float(penalty)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"QAD loss became {loss} at step {step} (stage {stage}): lower the learning "
@@ -315,9 +340,9 @@ class Distiller:
                     )
                 step += 1
                 state = {"params": params, "opt_state": opt_state, "step": step, "rng": state["rng"], "stage": stage}
-                history.append((step, stage, loss))
+                history.append((step, stage, loss, penalty))
                 if bar is not None:
-                    bar.set_postfix(stage=stage, loss=f"{loss:.4g}")
+                    bar.set_postfix(stage=stage, loss=f"{loss:.4g}", range=f"{penalty:.3g}")
                     bar.update(1)
                 if on_step is not None:
                     on_step(step, stage, loss)
@@ -380,6 +405,34 @@ class Distiller:
         return np.concatenate(outs)
 
 
+    def range_headroom(self, params_full, data: Batches, *, batch_size: int = 32) -> dict:
+        """Smallest headroom in bits below the FXP32 limits (:mod:`~ditto_spu.quant.report`)
+        the student's values reach on ``data``, per layer and kind of record, measured with
+        the fast backend: ``{"<layer> <kind>": bits}`` (negative: the value leaves its ring,
+        and the secure run would wrap there)."""
+        from ..quant.report import layer_of
+
+        if self.ranged_fn is None:
+            raise ValueError("range checks use the fast backend; this run uses " + repr(self.cfg.backend))
+        if "ranges" not in self._output_fns:
+            tt_on = self._is_bert
+            self._output_fns["ranges"] = jax.jit(
+                lambda p, i, m, t: self.ranged_fn(p, i, m, t if tt_on else None)[1]
+            )
+        run = self._output_fns["ranges"]
+        params = self.restricted(params_full)
+        worst: dict = {}
+        n = len(data)
+        batch_size = min(batch_size, n)
+        for s in range(0, n, batch_size):
+            b = data.take(np.minimum(np.arange(s, s + batch_size), n - 1))
+            taps = run(params, self._ids(b["input_ids"]), b["attention_mask"], b["token_type_ids"])
+            for (scope, kind), h in taps.headroom_bits().items():
+                key = f"{layer_of(scope)} {kind}"
+                worst[key] = min(worst.get(key, math.inf), h)
+        return dict(sorted(worst.items(), key=lambda kv: kv[1]))
+
+
 def summarize(result: DistillResult) -> dict:
     s1 = result.first_last_loss(1)
     s2 = result.first_last_loss(2)
@@ -390,6 +443,7 @@ def summarize(result: DistillResult) -> dict:
         "elapsed_s": round(result.elapsed_s, 1),
         "stage1_loss_first_last": s1,
         "stage2_loss_first_last": s2,
+        "range_penalty_first_last": result.first_last_range_penalty(),
     }
 
 

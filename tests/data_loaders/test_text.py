@@ -42,3 +42,29 @@ def test_bad_text_files_name_file_and_line(tmp_path):
     empty.write_text("a b\n\n", encoding="utf-8")
     with pytest.raises(TextDataError, match="empty.txt: no sentence"):
         read_text(empty)
+
+
+def test_random_windows_come_from_training_documents_only():
+    from ditto_spu.data import random_windows
+
+    c = builtin_corpus()
+    assert c.train_documents and len(c.train_documents) > len(c.held_out_docs)
+    wins = random_windows(c.train_documents, 300, seed=3, min_words=4, max_words=20)
+    assert wins == random_windows(c.train_documents, 300, seed=3, min_words=4, max_words=20)
+    assert wins != random_windows(c.train_documents, 300, seed=4, min_words=4, max_words=20)
+    assert all(4 <= len(w.split()) <= 20 for w in wins)
+    joined = [" ".join(d.split()) for d in c.train_documents]
+    assert all(any(w in d for d in joined) for w in wins[:50])  # real consecutive words
+    held = " ".join(c.held_out)
+    assert not [w for w in wins if len(w.split()) >= 12 and w in held]  # not the held-out text
+    assert len(set(wins)) > 290
+
+
+def test_random_windows_reject_unusable_input():
+    from ditto_spu.data import random_windows
+
+    assert random_windows(["a b c d e"], 0) == []
+    with pytest.raises(TextDataError, match="at least 4 words"):
+        random_windows(["too short"], 3)
+    with pytest.raises(ValueError):
+        random_windows(["a b c d e"], 2, min_words=6, max_words=5)

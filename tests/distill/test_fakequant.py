@@ -57,3 +57,60 @@ def test_fake_quant_matches_emulator_on_tiny_bert_ditto():
     err_fast = np.abs(fast - ref).max()
     assert err_fast < 2e-3, err_fast  # below one FXP32[f=8] ulp (3.9e-3)
     assert err_fast < np.abs(plain - ref).max() / 10  # far closer than ignoring the rings
+
+
+def _records(report):
+    """{(scope, kind): max |v|} of the emulator's FXP32 records."""
+    return {(r.scope, r.kind): r.max_abs for r in report.records if r.ring.field == "FM32"}
+
+
+def test_range_taps_agree_with_the_emulators_records():
+    from ditto_spu.quant import EmulatorOptions
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 16)).astype(np.float16)
+    w = (rng.normal(size=(16, 8)) * 0.3).astype(np.float16)
+    g = rng.uniform(0.5, 1.5, size=(8,)).astype(np.float32)
+    em = emulate(_block, None, options=EmulatorOptions(mode="record"))
+    em.evaluate(x, w, g)
+    ref = _records(em.report)
+    _, taps = jax.jit(fake_quant(_block, None, ranges=True))(x, w, g)
+    got = {k: float(v) for k, v in taps.max_abs.items()}
+    common = set(ref) & set(got)
+    # every product and value the emulator checks in FXP32 is tapped, with the same maximum
+    assert {k for k in ref if k[1] in ("product", "value")} <= common
+    for k in common:
+        assert got[k] == pytest.approx(ref[k], rel=1e-2, abs=2 * 2.0**-8), k
+    assert float(taps.penalty) == 0.0  # far inside FXP32[f=8]
+    assert all(h > 1 for h in taps.headroom_bits().values())
+
+
+def test_range_penalty_counts_only_values_past_the_margin_and_has_a_gradient():
+    def f(a16, b16):
+        return jnp.dot(a16, b16)
+
+    a = np.full((2, 4), 4.0, np.float32)
+    # FXP32[f=8]: a product must stay below 2^(30 − 16) = 16384; margin 1 bit → 8192
+    small = np.full((4, 3), 100.0, np.float32)  # dot = 1600: fits
+    big = np.full((4, 3), 1000.0, np.float32)  # dot = 16000: past the margin, under the limit
+
+    def penalty(b):
+        _, taps = fake_quant(f, None, ranges=True)(a.astype(jnp.float16), b.astype(jnp.float16))
+        return taps.penalty
+
+    assert float(jax.jit(penalty)(small)) == 0.0
+    assert float(jax.jit(penalty)(big)) > 0.0
+    grad = np.asarray(jax.grad(penalty)(big))
+    assert (grad > 0).all()  # pushes the offending weights down
+    _, taps = jax.jit(fake_quant(f, None, ranges=True))(a.astype(np.float16), big.astype(np.float16))
+    key = [k for k in taps.max_abs if k[1] == "product"][0]
+    assert float(taps.max_abs[key]) == pytest.approx(16000.0)
+    assert taps.headroom_bits()[key] == pytest.approx(np.log2(16384 / 16000))
+
+
+def test_range_taps_skip_fxp64_by_default():
+    def f(x32):
+        return x32 * x32
+
+    _, taps = jax.jit(fake_quant(f, None, ranges=True))(np.ones((3,), np.float32))
+    assert taps.max_abs == {} and float(taps.penalty) == 0.0
