@@ -17,7 +17,10 @@ automatically with the same settings), ``student/`` (a HF model directory that
 ``eval`` compares on held-out data: sentence embeddings → mean cosine similarity of the
 student vs the FP32 teacher, BEFORE (the teacher's weights under the mode) and AFTER QAD
 (the student's), evaluated by the reference fixed-point emulator by default; GLUE → the
-task metric (accuracy / Matthews / F1) of teacher, before and after.
+task metric (accuracy / Matthews / F1) of teacher, before and after; a GPT-2 teacher →
+next-token perplexity of teacher, before and after on the held-out text. With the
+emulator, the report also gives the smallest FXP32 headroom the student's values reached
+(negative: a value left its ring, and the secure run would not match the emulation).
 
 Also runnable as ``python -m ditto_spu.cli_distill {distill,eval} ...``.
 """
@@ -193,6 +196,17 @@ def _student_dir(path: str) -> Path:
     raise FileNotFoundError(f"{p}: neither a distill run directory (with student/) nor a model directory")
 
 
+def _range_report(report: dict, ev, emulated) -> None:
+    """Add the after-QAD FXP32 headroom the emulator saw (when it was the backend)."""
+    if emulated is None:
+        return
+    # the emulator wraps a value that leaves its ring, as the secure run does, but SPU's
+    # truncation then fails too: the secure run matches the emulation only when all fits
+    records = [r for r in ev.student_fn.report.records if r.ring.field == "FM32"]
+    report["after_fxp32_headroom_bits_min"] = round(min((r.headroom_bits for r in records), default=math.inf), 2)
+    report["after_fxp32_overflowing_scopes"] = sorted({r.scope for r in records if r.headroom_bits < 0})
+
+
 def cmd_eval(args) -> int:
     import numpy as np
 
@@ -213,14 +227,29 @@ def cmd_eval(args) -> int:
                         seq_len=args.seq_len, batch_size=args.batch_size, stage1_steps=1, stage2_steps=0)
     ev = Distiller(teacher, cfg, held)
     t0 = time.time()
+    report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
+              "data": desc, "examples": len(held)}
+    if kind == "causal-lm":
+        from .metrics import perplexity
+
+        emulated = getattr(ev.student_fn, "reset_report", None)
+        for key, params, is_student in (("teacher", teacher.params, False), ("before", teacher.params, True),
+                                        ("after", student.params, True)):
+            if key == "after" and emulated is not None:
+                emulated()
+            nll, n = ev.next_token_nll(params, held, student=is_student, batch_size=min(args.batch_size, 8))
+            report[f"perplexity_{key}"] = perplexity(nll, n)
+        report["scored_tokens"] = n
+        _range_report(report, ev, emulated)
+        report["eval_seconds"] = round(time.time() - t0, 1)
+        print(json.dumps(report, indent=2, default=float))
+        return 0
     ref = ev.outputs(teacher.params, held, student=False, batch_size=args.batch_size)
     before = ev.outputs(teacher.params, held, student=True, batch_size=args.batch_size)
     emulated = getattr(ev.student_fn, "reset_report", None)
     if emulated is not None:
         emulated()
     after = ev.outputs(student.params, held, student=True, batch_size=args.batch_size)
-    report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
-              "data": desc, "examples": len(held)}
     if kind == "embedding":
         cb, ca = cosine_similarity(ref, before), cosine_similarity(ref, after)
         report.update(cosine_before=float(cb.mean()), cosine_after=float(ca.mean()),
@@ -233,15 +262,7 @@ def cmd_eval(args) -> int:
         for key, logits in (("teacher", ref), ("before", before), ("after", after)):
             report[key] = glue_metrics(name, labels, np.argmax(logits, -1))
         report["agreement_with_teacher_after"] = float(np.mean(np.argmax(after, -1) == np.argmax(ref, -1)))
-    else:
-        raise SystemExit("eval of causal-lm students: use the perplexity benchmark (not implemented here)")
-    if emulated is not None:
-        # the emulator wraps a value that leaves its ring, as the secure run does, but SPU's
-        # truncation then fails too: the secure run matches the emulation only when all fits
-        records = [r for r in ev.student_fn.report.records if r.ring.field == "FM32"]
-        over = sorted({r.scope for r in records if r.headroom_bits < 0})
-        report["after_fxp32_headroom_bits_min"] = round(min((r.headroom_bits for r in records), default=math.inf), 2)
-        report["after_fxp32_overflowing_scopes"] = over
+    _range_report(report, ev, emulated)
     report["eval_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=2, default=float))
     return 0

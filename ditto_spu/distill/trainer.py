@@ -383,6 +383,24 @@ class Distiller:
     # -- evaluation with the training backend -------------------------------------------------
     def outputs(self, params_full, data: Batches, *, student: bool, batch_size: int = 32) -> np.ndarray:
         """Model outputs (embeddings / logits) of the student (under the mode) or the teacher."""
+        return np.concatenate(list(self._batched_outputs(params_full, data, student, batch_size, lambda o, b: o)))
+
+    def next_token_nll(self, params_full, data: Batches, *, student: bool, batch_size: int = 8) -> tuple[float, int]:
+        """(Σ −log p(next token), scored tokens) over the real positions of ``data`` (a causal
+        LM: position t predicts token t+1 when both are real), reduced batch by batch so
+        no (examples × seq × vocab) array is held. Perplexity = exp(Σ / n)."""
+        from ..metrics import token_nll
+
+        def reduce(logits, b):
+            ids, mask = b["input_ids"], np.asarray(b["attention_mask"], bool)
+            return np.array([token_nll(logits[:, :-1], ids[:, 1:], mask[:, 1:] & mask[:, :-1])])
+
+        sums = np.concatenate(list(self._batched_outputs(params_full, data, student, batch_size, reduce)))
+        return float(sums[:, 0].sum()), int(sums[:, 1].sum())
+
+    def _batched_outputs(self, params_full, data: Batches, student: bool, batch_size: int, per_batch):
+        """``per_batch(outputs, batch)`` for consecutive batches of ``data`` (float64 outputs,
+        the padding rows of the last batch removed; ``batch`` in the data's own token ids)."""
         fn = self.student_fn if student else self.teacher_fn
         params = self.restricted(params_full)
         tt_on = self._is_bert
@@ -393,7 +411,6 @@ class Distiller:
             else:
                 run = jax.jit(lambda p, i, m, t: fn(p, i, m, t if tt_on else None).output)
             self._output_fns[student] = run
-        outs = []
         n = len(data)
         batch_size = min(batch_size, n)
         for s in range(0, n, batch_size):
@@ -401,8 +418,8 @@ class Distiller:
             idx = np.minimum(np.arange(s, s + batch_size), n - 1)
             b = data.take(idx)
             o = run(params, self._ids(b["input_ids"]), b["attention_mask"], b["token_type_ids"])
-            outs.append(np.asarray(o, np.float64)[: min(batch_size, n - s)])
-        return np.concatenate(outs)
+            keep = min(batch_size, n - s)
+            yield per_batch(np.asarray(o, np.float64)[:keep], {k: v[:keep] for k, v in b.items()})
 
 
     def range_headroom(self, params_full, data: Batches, *, batch_size: int = 32) -> dict:

@@ -196,3 +196,29 @@ def test_cli_data_specs_glue_file_builtin(tmp_path):
     assert len(train) + len(held) == 20 and len(held) >= 1
     with pytest.raises(Exception, match="glue:TASK:DIR"):
         cli_distill._parse_data("glue:RTE")
+
+
+def test_cli_eval_reports_gpt2_perplexity(tmp_path, capsys):
+    from ditto_spu import cli_distill
+    from ditto_spu.metrics import perplexity, token_nll
+
+    out = tmp_path / "run"
+    rc = cli_distill.main(["distill", "--teacher", "tiny-gpt2", "--mode", "ditto", "--data", "builtin", "--out",
+                           str(out), "--stage1-steps", "3", "--stage2-steps", "3", "--seq-len", "12",
+                           "--batch-size", "4", "--max-train", "8", "--max-held-out", "4", "--skip-eval",
+                           "--no-progress", "--init", "teacher"])
+    assert rc == 0
+    capsys.readouterr()
+    rc = cli_distill.main(["eval", "--teacher", "tiny-gpt2", "--student", str(out), "--mode", "ditto", "--data",
+                           "builtin", "--backend", "fast", "--num", "4", "--seq-len", "12"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["examples"] == 4
+    # the teacher's perplexity, computed here from the stock model's own logits
+    teacher = load_model("tiny-gpt2")
+    _, held, _ = cli_distill._texts(cli_distill._parse_data("builtin"), 12, HashTokenizer(512), max_train=0, max_held=4)
+    logits = np.asarray(teacher(held.input_ids, attention_mask=held.attention_mask).logits)
+    m = held.attention_mask.astype(bool)
+    nll, n = token_nll(logits[:, :-1], held.input_ids[:, 1:], m[:, 1:] & m[:, :-1])
+    assert report["scored_tokens"] == n
+    assert report["perplexity_teacher"] == pytest.approx(perplexity(nll, n), rel=1e-3)
+    assert report["perplexity_after"] != report["perplexity_before"] and report["perplexity_before"] > 1
