@@ -31,6 +31,17 @@ def warmup_linear_schedule(lr: float, total_steps: int, warmup_fraction: float =
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
+def is_word_embedding(path: tuple) -> bool:
+    """The word-embedding table (BERT ``word_embeddings``, GPT-2 ``wte``)."""
+    return path[-2:] in (("word_embeddings", "embedding"), ("wte", "embedding"))
+
+
+def frozen_labels(params, frozen) -> dict:
+    """A tree of ``"frozen"`` / ``"train"`` labels: ``frozen(path)`` says which leaves stay put."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: "frozen" if frozen(k) else "train" for k in flat})
+
+
 def make_optimizer(
     lr: float,
     total_steps: int,
@@ -38,12 +49,17 @@ def make_optimizer(
     warmup_fraction: float = 0.1,
     weight_decay: float = 0.01,
     clip_norm: float = 1.0,
+    frozen=None,
 ) -> optax.GradientTransformation:
     """clip_by_global_norm(``clip_norm``) then AdamW(β = 0.9, 0.999; ε = 1e-8) on the
-    :func:`warmup_linear_schedule`, weight decay masked by :func:`decay_mask`."""
+    :func:`warmup_linear_schedule`, weight decay masked by :func:`decay_mask`.
+    ``frozen``: a predicate on parameter paths; those leaves get no update (and no decay)."""
     sched = warmup_linear_schedule(lr, total_steps, warmup_fraction)
     parts = []
     if clip_norm:
         parts.append(optax.clip_by_global_norm(clip_norm))
     parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay, mask=decay_mask))
-    return optax.chain(*parts)
+    opt = optax.chain(*parts)
+    if frozen is None:
+        return opt
+    return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, lambda p: frozen_labels(p, frozen))

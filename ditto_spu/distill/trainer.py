@@ -31,11 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 
 from ..models import load_mode, model_family
 from . import losses
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from .optim import make_optimizer
+from .optim import is_word_embedding, make_optimizer
 from .student import VocabSubset, student_forward, teacher_forward
 
 KINDS = ("embedding", "classification", "causal-lm")
@@ -58,12 +59,14 @@ class DistillConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     attention_weight: float = 1.0
+    stage2_hidden_weight: float = 0.0  # stage 2 also keeps the hidden states close (a regulariser)
     cosine_weight: float = 1.0
     temperature: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
     restrict_vocab: bool = True
     init: str = "refit"  # "refit": per-unit quadratic GeLU refit (.init); "teacher": teacher weights
+    train_word_embeddings: bool = True  # False: the word-embedding table stays the teacher's
     range_weight: float = 1.0  # weight of the FXP32 range penalty (fast backend; 0 = off)
     range_margin_bits: float = 1.0  # headroom the penalty keeps below each FXP32 limit
 
@@ -156,10 +159,14 @@ def _stage_loss(cfg: DistillConfig, stage: int, s, t, mask):
             loss = loss + cfg.attention_weight * losses.attention_loss(s.attn, t.attn, mask)
         return loss
     if cfg.kind == "embedding":
-        return losses.embedding_loss(s.output, t.output, cfg.cosine_weight)
-    if cfg.kind == "classification":
-        return losses.soft_cross_entropy(s.output, t.output, cfg.temperature)
-    return losses.soft_cross_entropy(s.output, t.output, cfg.temperature, mask=mask)
+        loss = losses.embedding_loss(s.output, t.output, cfg.cosine_weight)
+    elif cfg.kind == "classification":
+        loss = losses.soft_cross_entropy(s.output, t.output, cfg.temperature)
+    else:
+        loss = losses.soft_cross_entropy(s.output, t.output, cfg.temperature, mask=mask)
+    if cfg.stage2_hidden_weight:
+        loss = loss + cfg.stage2_hidden_weight * losses.hidden_state_loss(s.hidden, t.hidden, mask)
+    return loss
 
 
 class Distiller:
@@ -225,7 +232,9 @@ class Distiller:
         cfg = self.cfg
         steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
         lr = cfg.lr_stage1 if stage == 1 else cfg.lr_stage2
-        return make_optimizer(lr, steps, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay)
+        frozen = None if cfg.train_word_embeddings else is_word_embedding
+        return make_optimizer(lr, steps, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay,
+                              frozen=frozen)
 
     def loss_fn(self, stage: int) -> Callable:
         cfg = self.cfg
@@ -235,6 +244,11 @@ class Distiller:
             args = (batch["input_ids"], batch["attention_mask"])
             tt = batch["token_type_ids"] if self._is_bert else None
             t = jax.lax.stop_gradient(self.teacher_fn(teacher_params, *args, tt))
+            if not cfg.train_word_embeddings:  # no gradient computed for the frozen table
+                flat = traverse_util.flatten_dict(params)
+                params = traverse_util.unflatten_dict(
+                    {k: jax.lax.stop_gradient(v) if is_word_embedding(k) else v for k, v in flat.items()}
+                )
             if cfg.range_aware:
                 s, taps = self.ranged_fn(params, *args, tt)
                 penalty = taps.penalty / batch["input_ids"].shape[0]

@@ -222,3 +222,30 @@ def test_cli_eval_reports_gpt2_perplexity(tmp_path, capsys):
     assert report["scored_tokens"] == n
     assert report["perplexity_teacher"] == pytest.approx(perplexity(nll, n), rel=1e-3)
     assert report["perplexity_after"] != report["perplexity_before"] and report["perplexity_before"] > 1
+
+
+def test_frozen_word_embeddings_stay_the_teachers(tiny, data):
+    from ditto_spu.distill.optim import is_word_embedding
+
+    train, held = data
+    cfg = DistillConfig(seq_len=SEQ, batch_size=8, stage1_steps=3, stage2_steps=0, lr_stage1=1e-3,
+                        warmup_fraction=0.0, init="teacher", train_word_embeddings=False)
+    result = Distiller(tiny, cfg, train, extra_ids=[held.input_ids]).run(None, progress=False)
+    before = traverse_util.flatten_dict(tiny.params)
+    after = traverse_util.flatten_dict(result.params)
+    changed = {k for k in before if not np.array_equal(np.asarray(before[k]), np.asarray(after[k]))}
+    assert not {k for k in changed if is_word_embedding(k)}
+    assert any(k[-1] == "kernel" for k in changed)  # the rest trains
+
+
+def test_stage2_hidden_weight_adds_the_layerwise_loss():
+    from ditto_spu.distill.student import Taps
+    from ditto_spu.distill.trainer import _stage_loss
+
+    mask = jnp.ones((1, 3), jnp.int32)
+    t = Taps(jnp.ones((1, 4)), hidden=(jnp.ones((1, 3, 2)),))
+    s = Taps(jnp.ones((1, 4)), hidden=(2 * jnp.ones((1, 3, 2)),))  # same output, hidden off by 100 %
+    plain = DistillConfig(stage1_steps=1)
+    regular = DistillConfig(stage1_steps=1, stage2_hidden_weight=0.5)
+    assert float(_stage_loss(plain, 2, s, t, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(_stage_loss(regular, 2, s, t, mask)) == pytest.approx(0.5 * 1.0)
