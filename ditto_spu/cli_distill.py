@@ -214,6 +214,35 @@ def _range_report(report: dict, ev, emulated) -> None:
     report["after_fxp32_overflowing_scopes"] = sorted({r.scope for r in records if r.headroom_bits < 0})
 
 
+def _secure_check(args, student, teacher, data, kind) -> dict:
+    """Run the student on the first ``args.secure`` held-out texts in the 3-party simulation:
+    secure output vs its emulation and vs the FP32 teacher (cosine per text)."""
+    import numpy as np
+
+    from .data import builtin_corpus, read_text, train_held_out_split
+    from .infer import secure_inference
+
+    if kind != "embedding" or data["kind"] == "glue":
+        raise SystemExit("--secure checks sentence-embedding students on unlabeled text (builtin or a file)")
+    texts = builtin_corpus().held_out if data["kind"] == "builtin" else train_held_out_split(read_text(data["path"]))[1]
+    emu, fp32, walls = [], [], []
+    for text in list(texts)[: args.secure]:
+        r = secure_inference(student, args.mode, text, seq_len=args.seq_len, policy=args.policy,
+                             model_name=args.teacher, reference_model=teacher)
+        emu.append(r.cosine_emulation)
+        fp32.append(r.cosine_fp32)
+        walls.append(r.wall_s)
+        print(f"secure run {len(emu)}/{args.secure}: vs emulation {emu[-1]:.6f}, vs FP32 teacher {fp32[-1]:.4f}, "
+              f"{walls[-1]:.1f} s", file=sys.stderr)
+    return {
+        "secure_examples": len(emu),
+        "secure_vs_emulation_min": float(np.min(emu)),
+        "secure_vs_emulation_mean": float(np.mean(emu)),
+        "secure_vs_fp32_teacher_mean": float(np.mean(fp32)),
+        "secure_wall_s_mean": float(np.mean(walls)),
+    }
+
+
 def cmd_eval(args) -> int:
     import numpy as np
 
@@ -270,6 +299,8 @@ def cmd_eval(args) -> int:
             report[key] = glue_metrics(name, labels, np.argmax(logits, -1))
         report["agreement_with_teacher_after"] = float(np.mean(np.argmax(after, -1) == np.argmax(ref, -1)))
     _range_report(report, ev, emulated)
+    if args.secure:
+        report.update(_secure_check(args, student, teacher, data, kind))
     report["eval_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=2, default=float))
     return 0
@@ -326,6 +357,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--backend", default="emulator", choices=("emulator", "fast", "plaintext"),
                    help="how the student is evaluated (default: the reference emulator)")
     p.add_argument("--num", type=int, default=None, help="at most this many held-out examples")
+    p.add_argument("--secure", type=int, default=0, metavar="N",
+                   help="also run the student on the first N held-out texts in the 3-party simulation and "
+                        "compare with its emulation and the FP32 teacher (sentence embeddings)")
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)

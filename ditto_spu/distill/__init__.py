@@ -15,12 +15,13 @@ Typical use::
 
 Pieces: :mod:`.student` (teacher / student forwards with hidden states and attention maps;
 the backend hook ``fast`` / ``emulator`` / ``plaintext``), :mod:`.fakequant` (the fast
-jit-native ring model used for training), :mod:`.losses`, :mod:`.optim` (AdamW, warm-up,
-no decay on bias / LayerNorm), :mod:`.checkpoint`, :mod:`.trainer` (the loop).
+jit-native ring model used for training, with the FXP32 range penalty that keeps the
+student inside its policy), :mod:`.losses`, :mod:`.optim` (AdamW, warm-up, no decay on
+bias / LayerNorm, optional frozen leaves), :mod:`.checkpoint`, :mod:`.trainer` (the loop).
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from .fakequant import fake_quant
+from .fakequant import RangeTaps, fake_quant
 from .losses import attention_loss, embedding_loss, hidden_state_loss, soft_cross_entropy
 from .optim import decay_mask, make_optimizer, warmup_linear_schedule
 from .student import (
@@ -38,6 +39,7 @@ from .trainer import Batches, DistillConfig, Distiller, DistillResult, save_stud
 
 __all__ = [
     "BACKENDS",
+    "RangeTaps",
     "Batches",
     "CheckpointError",
     "DistillConfig",

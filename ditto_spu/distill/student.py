@@ -36,6 +36,7 @@ from transformers.models.bert import modeling_flax_bert as hf_bert
 from transformers.models.gpt2 import modeling_flax_gpt2 as hf_gpt2
 
 from ..models import load_mode, prepare_params, secure_forward
+from .optim import is_word_embedding
 
 BACKENDS = ("fast", "emulator", "plaintext")
 
@@ -131,18 +132,37 @@ def student_forward(
     mode = load_mode(mode)
     inner = tapped_forward(model, mode, output, attentions=attentions)
 
-    def on_master_params(params, input_ids, attention_mask, token_type_ids=None):
-        return inner(prepare_params(params, mode), input_ids, attention_mask, token_type_ids)
-
     if backend == "plaintext":
-        return on_master_params
+        return _OnMasterParams(inner, mode)
+    # The parameters enter the rings as the secure run's inputs do: cast to the mode's
+    # dtypes first (float16 values), then encoded with each argument's own fraction bits
+    # (the policy's per-argument overrides). Casting inside the ring function instead
+    # would encode every weight in the ring of a top-level cast (the policy's base FXP32),
+    # and train a student for weights the secure run never sees.
     if backend == "fast":
         from .fakequant import fake_quant
 
-        return fake_quant(on_master_params, policy, ranges=ranges, margin_bits=margin_bits)
+        return _OnMasterParams(fake_quant(inner, policy, ranges=ranges, margin_bits=margin_bits), mode)
     from ..quant import emulate
 
-    return emulate(on_master_params, policy)
+    return _OnMasterParams(emulate(inner, policy), mode)
+
+
+class _OnMasterParams:
+    """``ring_fn`` called on float32 master parameters cast by ``prepare_params`` first;
+    ``evaluate`` / ``report`` / ``reset_report`` of an emulated ``ring_fn`` pass through."""
+
+    def __init__(self, ring_fn, mode):
+        self.ring_fn, self.mode = ring_fn, mode
+
+    def __call__(self, params, input_ids, attention_mask, token_type_ids=None):
+        return self.ring_fn(prepare_params(params, self.mode), input_ids, attention_mask, token_type_ids)
+
+    def __getattr__(self, name):
+        attr = getattr(self.ring_fn, name)  # AttributeError for what ring_fn lacks
+        if name == "evaluate":
+            return lambda params, *args: attr(prepare_params(params, self.mode), *args)
+        return attr
 
 
 # ---- vocabulary restriction ---------------------------------------------------------------
@@ -197,7 +217,7 @@ class VocabSubset:
         flat_s = traverse_util.flatten_dict(small)
         flat_f = dict(traverse_util.flatten_dict(full))
         for k, v in flat_s.items():
-            if k[-2:] == ("word_embeddings", "embedding") or k[-2:] == ("wte", "embedding"):
+            if is_word_embedding(k):
                 flat_f[k] = jnp.asarray(flat_f[k]).at[self.token_ids].set(v)
             else:
                 flat_f[k] = v
@@ -206,7 +226,7 @@ class VocabSubset:
 
 def _word_table_key(flat):
     for k in flat:
-        if k[-2:] in (("word_embeddings", "embedding"), ("wte", "embedding")):
+        if is_word_embedding(k):
             return k
     raise KeyError("no word-embedding table (word_embeddings / wte) in the parameters")
 

@@ -9,7 +9,16 @@ stages, as MPCFormer:
 2. prediction layer: ``embedding`` kind - relative MSE + (1 − cosine) of the mean-pooled
    sentence embeddings; ``classification`` - soft cross-entropy of the logits (T =
    ``temperature``); ``causal-lm`` - soft cross-entropy of every real position's
-   next-token distribution.
+   next-token distribution (plus ``stage2_hidden_weight`` × the layer-wise loss, if set).
+
+Range awareness (fast backend, ``range_weight`` > 0): every step also adds the ring model's
+penalty on FXP32 values, products and casts within ``range_margin_bits`` of their limit
+(:func:`~.fakequant.fake_quant` with ``ranges=True``). Without it nothing stops training
+from scaling weights until some product leaves FXP32 under the policy: the emulator then
+wraps, and SPU's truncation of a wrapped product fails, so the secure run of the student
+stops matching its emulation (MiniLM after a quad-GeLU refit: cosine 0.82). With it the
+student stays inside the policy it was trained for. :meth:`Distiller.range_headroom`
+reports the headroom left.
 
 Each stage has its own AdamW (linear warm-up, linear decay, no decay on bias/LayerNorm;
 :mod:`.optim`). Batches are a permutation of the training set per epoch drawn from the

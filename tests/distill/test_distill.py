@@ -168,6 +168,13 @@ def test_cli_distill_then_eval(tmp_path, capsys):
     assert rc == 0 and report["examples"] == 4
     assert -1 <= report["cosine_before"] <= 1 and -1 <= report["cosine_after"] <= 1
     assert report["cosine_after"] != report["cosine_before"]
+    # the secure check: the student's 3-party run against its emulation and the teacher
+    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
+                           "--num", "2", "--seq-len", "12", "--secure", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["secure_examples"] == 1
+    assert report["secure_vs_emulation_min"] > 0.999
+    assert report["after_fxp32_overflowing_scopes"] == []
 
 
 def test_quad_gelu_refit_shrinks_the_ffn_gap(tiny, data):
@@ -249,3 +256,29 @@ def test_stage2_hidden_weight_adds_the_layerwise_loss():
     regular = DistillConfig(stage1_steps=1, stage2_hidden_weight=0.5)
     assert float(_stage_loss(plain, 2, s, t, mask)) == pytest.approx(0.0, abs=1e-6)
     assert float(_stage_loss(regular, 2, s, t, mask)) == pytest.approx(0.5 * 1.0)
+
+
+def test_student_sees_the_weights_the_secure_run_encodes(tiny, data):
+    """The student's ring model takes its weights as the secure run does: cast to the
+    mode's dtypes, then encoded with each argument's own fraction bits (the policy's
+    per-argument overrides), not in the ring of a cast inside the function."""
+    from ditto_spu.distill.student import student_forward
+    from ditto_spu.models import load_mode, prepare_params, secure_forward
+    from ditto_spu.policy import load_policy
+    from ditto_spu.quant import emulate
+    from ditto_spu.rings import RingSpec
+
+    fine = RingSpec.parse("FXP32[f=14]")
+    policy = load_policy(None).with_override("[[]0]*", float16=fine, bfloat16=fine)  # every weight at f = 14
+    train, _ = data
+    ids, mask = train.input_ids[:2], train.attention_mask[:2]
+    mode = load_mode("ditto")
+    secure = emulate(secure_forward(tiny, mode, output="mean_pooled", one_hot=False), policy)
+    want = np.asarray(secure.evaluate(prepare_params(tiny.params, mode), ids, mask))
+    for backend in ("emulator", "fast"):
+        fn = student_forward(tiny, mode, policy, backend=backend, output="mean_pooled", attentions=False)
+        got = fn.evaluate(tiny.params, ids, mask) if backend == "emulator" else jax.jit(fn)(tiny.params, ids, mask)
+        np.testing.assert_allclose(np.asarray(got.output, np.float64), want, atol=2e-3, err_msg=backend)
+    coarse = emulate(secure_forward(tiny, mode, output="mean_pooled", one_hot=False), None)
+    other = np.asarray(coarse.evaluate(prepare_params(tiny.params, mode), ids, mask))
+    assert np.abs(other - want).max() > 5 * 2e-3  # the weights' fraction bits do matter here
