@@ -2,9 +2,13 @@
 
 ::
 
-    ditto-spu distill --teacher minilm --mode ditto --data builtin --out runs/minilm \\
-        --steps 300 --time-budget 18 --seq-len 64 --batch-size 16
-    ditto-spu eval --teacher minilm --student runs/minilm --mode ditto --data builtin
+    ditto-spu distill --teacher minilm --mode ditto --policy configs/policy_minilm_ditto.json \\
+        --data builtin --out runs/minilm --stage1-steps 480 --stage2-steps 0 --lr-stage1 3e-4 \\
+        --time-budget 16 --seq-len 64 --batch-size 16
+    ditto-spu eval --teacher minilm --student runs/minilm --mode ditto \\
+        --policy configs/policy_minilm_ditto.json --data builtin --secure 8
+
+(docs/distillation.md: the method, this run's results, what did not work.)
 
 ``--teacher``: ``minilm`` (real weights), ``tiny`` (random 2-layer BERT), or a HF model
 directory (BERT or GPT-2; a fine-tuned classifier for GLUE). ``--data``: ``builtin``
