@@ -32,7 +32,6 @@ Also runnable as ``python -m ditto_spu.cli_distill {distill,eval} ...``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -181,8 +180,7 @@ def cmd_distill(args) -> int:
         # the secure run computes what the emulation does only while every value fits its ring
         head = distiller.range_headroom(result.params, held)
         sample = np.random.default_rng(args.seed).permutation(len(train))[:512]  # a sample: the check is a forward per batch
-        head_train = distiller.range_headroom(result.params, dataclasses.replace(
-            train, **{k: getattr(train, k)[sample] for k in ("input_ids", "attention_mask", "token_type_ids")}))
+        head_train = distiller.range_headroom(result.params, train.subset(sample))
         summary["fxp32_headroom_bits_min"] = {
             "held_out": round(min(head.values(), default=math.inf), 2),
             f"train_sample_{len(sample)}": round(min(head_train.values(), default=math.inf), 2),
@@ -269,10 +267,10 @@ def cmd_eval(args) -> int:
     t0 = time.time()
     report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
               "data": desc, "examples": len(held)}
+    emulated = getattr(ev.student_fn, "reset_report", None)  # the emulator's range report, if it is the backend
     if kind == "causal-lm":
         from .metrics import perplexity
 
-        emulated = getattr(ev.student_fn, "reset_report", None)
         for key, params, is_student in (("teacher", teacher.params, False), ("before", teacher.params, True),
                                         ("after", student.params, True)):
             if key == "after" and emulated is not None:
@@ -286,7 +284,6 @@ def cmd_eval(args) -> int:
         return 0
     ref = ev.outputs(teacher.params, held, student=False, batch_size=args.batch_size)
     before = ev.outputs(teacher.params, held, student=True, batch_size=args.batch_size)
-    emulated = getattr(ev.student_fn, "reset_report", None)
     if emulated is not None:
         emulated()
     after = ev.outputs(student.params, held, student=True, batch_size=args.batch_size)

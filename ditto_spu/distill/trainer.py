@@ -124,6 +124,20 @@ class Batches:
             "token_type_ids": self.token_type_ids[idx],
         }
 
+    def subset(self, idx) -> "Batches":
+        """The examples ``idx`` (labels included) as a new :class:`Batches`."""
+        return Batches(self.input_ids[idx], self.attention_mask[idx], self.token_type_ids[idx],
+                       None if self.labels is None else self.labels[idx])
+
+    def fixed_size_batches(self, batch_size: int):
+        """``(batch dict, rows to keep)`` for consecutive batches of ``batch_size`` (at most
+        ``len(self)``); the last batch is padded by repeating the last row, so every batch
+        has one shape (one compilation)."""
+        n = len(self)
+        batch_size = min(batch_size, n)
+        for s in range(0, n, batch_size):
+            yield self.take(np.minimum(np.arange(s, s + batch_size), n - 1)), min(batch_size, n - s)
+
     @classmethod
     def from_encoded(cls, enc: dict, labels=None) -> "Batches":
         ids = np.asarray(enc["input_ids"], np.int32)
@@ -434,14 +448,8 @@ class Distiller:
             else:
                 run = jax.jit(lambda p, i, m, t: fn(p, i, m, t if tt_on else None).output)
             self._output_fns[student] = run
-        n = len(data)
-        batch_size = min(batch_size, n)
-        for s in range(0, n, batch_size):
-            # the last batch is padded by repeating rows: one shape, one compilation
-            idx = np.minimum(np.arange(s, s + batch_size), n - 1)
-            b = data.take(idx)
+        for b, keep in data.fixed_size_batches(batch_size):
             o = run(params, self._ids(b["input_ids"]), b["attention_mask"], b["token_type_ids"])
-            keep = min(batch_size, n - s)
             yield per_batch(np.asarray(o, np.float64)[:keep], {k: v[:keep] for k, v in b.items()})
 
 
@@ -462,10 +470,7 @@ class Distiller:
         run = self._output_fns["ranges"]
         params = self.restricted(params_full)
         worst: dict = {}
-        n = len(data)
-        batch_size = min(batch_size, n)
-        for s in range(0, n, batch_size):
-            b = data.take(np.minimum(np.arange(s, s + batch_size), n - 1))
+        for b, _ in data.fixed_size_batches(batch_size):
             taps = run(params, self._ids(b["input_ids"]), b["attention_mask"], b["token_type_ids"])
             for (scope, kind), h in taps.headroom_bits().items():
                 key = f"{layer_of(scope)} {kind}"
