@@ -1,6 +1,7 @@
 """annotate_rings: give every value and every op a RingSpec through a Policy.
 
-Contract (the rule of :mod:`ditto_spu.policy`, applied to a parsed Graph):
+Contract (the ring rule of :mod:`ditto_spu.semantics.rules`, which the emulator and the
+training model follow too, applied to a parsed Graph):
 
 * a node whose inputs are all constants (``stablehlo.constant``, ``iota``, ops on them)
   is marked ``const``: it gets no ring and is cloned into each segment that uses it —
@@ -21,17 +22,10 @@ The result is the same Graph with ``Value.ring``, ``Node.ring`` and ``Node.const
 from __future__ import annotations
 
 from ditto_spu.policy import Policy, load_policy
+from ditto_spu.semantics.rules import argument_ring, op_ring
 
 from .graph import Graph, is_float
 from .parse import _walk_ops, _tensor_info
-
-
-def widest(rings):
-    """The ring with the most bits, then the most fraction bits (None for no rings)."""
-    rings = [r for r in rings if r is not None]
-    if not rings:
-        return None
-    return max(rings, key=lambda r: (r.bits, r.frac_bits))
 
 
 def annotate_rings(graph: Graph, policy: Policy | None = None) -> Graph:
@@ -53,26 +47,19 @@ def annotate_rings(graph: Graph, policy: Policy | None = None) -> Graph:
     for i, vid in enumerate(graph.args):
         v = values[vid]
         if v.is_float:
-            v.ring = policy.ring_for(v.elem, graph.arg_names[i] if i < len(graph.arg_names) else "")
+            v.ring = argument_ring(policy, v.elem, graph.arg_names[i] if i < len(graph.arg_names) else "")
 
     # 3. ops that touch floats, in program order
     flexible = []
     for n in graph.nodes:
         if n.const:
             continue
-        scope = n.location.scope
-        defined = [policy.ring_for(values[r].elem, scope) for r in n.results if values[r].is_float]
-        if n.op is not None and len(n.op.regions):
-            for inner in _walk_ops(n.op):
-                if inner is n.op:
-                    continue
-                for r in inner.results:
-                    _, elem = _tensor_info(r.type, inner.name)
-                    if is_float(elem):
-                        defined.append(policy.ring_for(elem, scope))
-        ring = widest(defined)
-        if ring is None:
-            ring = widest(values[v].ring for v in n.inputs if values[v].is_float and values[v].ring)
+        ring = op_ring(
+            policy,
+            n.location.scope,
+            defined_float_dtypes(graph, n),
+            (values[v].ring for v in n.inputs if values[v].is_float),
+        )
         if ring is None:
             flexible.append(n)
             continue
@@ -97,6 +84,21 @@ def annotate_rings(graph: Graph, policy: Policy | None = None) -> Graph:
             rings = _user_rings(graph, [vid], users)
             v.ring = rings.pop() if len(rings) == 1 else policy.integer
     return graph
+
+
+def defined_float_dtypes(graph: Graph, node) -> list:
+    """Element types of the floats ``node`` defines: its results and, for an op with
+    regions, every result of an op nested inside them (the ring rule's input)."""
+    dtypes = [graph.values[r].elem for r in node.results if graph.values[r].is_float]
+    if node.op is not None and len(node.op.regions):
+        for inner in _walk_ops(node.op):
+            if inner is node.op:
+                continue
+            for r in inner.results:
+                _, elem = _tensor_info(r.type, inner.name)
+                if is_float(elem):
+                    dtypes.append(elem)
+    return dtypes
 
 
 def _place(graph, node, ring):

@@ -1,9 +1,9 @@
 """select_kernels: hand ops that have a faster protocol of our own to a registered kernel.
 
-Contract, on a cast-explicit Graph: a ``stablehlo.dot_general`` in an FXP32 ring whose
-two operands are both computed (secret, not constant-only), with a floating result,
-at least ``min_macs`` multiply-accumulates, and fraction bits f ≤ 14 (the product's 2f
-must fit FXP32's range) becomes a kernel node (``kind == "call"``, ``kernel ==
+Contract, on a cast-explicit Graph: a ``stablehlo.dot_general`` that the kernel's own
+rule :func:`ditto_spu.kernels.matmul.selects` accepts (an FXP32 ring, both operands
+computed, a floating result, at least ``min_macs`` multiply-accumulates, f ≤ 14) becomes
+a kernel node (``kind == "call"``, ``kernel ==
 "matmul_fxp32"``, ``params`` = its dimension numbers). The partition pass gives each
 kernel node a step of its own; every other op stays with SPU.
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
-from .graph import Graph
+from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
-MATMUL_FXP32 = "matmul_fxp32"
-DEFAULT_MIN_MACS = 1 << 16
+from .graph import Graph
 
 
 def _dot_dims(node) -> dict:
@@ -44,18 +43,19 @@ def select_kernels(graph: Graph, *, matmul_fxp32: bool = True, min_macs: int = D
     for n in graph.nodes:
         if n.kind != "op" or n.const or n.op_name != "stablehlo.dot_general" or n.ring is None:
             continue
-        if n.ring.field != "FM32" or 2 * n.ring.frac_bits > n.ring.bits - 4:
-            continue
         lhs, rhs = n.operands[:2]
         result = graph.values[n.results[0]]
-        if not result.is_float or not (_computed(graph, lhs) and _computed(graph, rhs)):
-            continue
-        if graph.values[lhs].ring != n.ring or graph.values[rhs].ring != n.ring:
-            continue
         params = _dot_dims(n)
         lhs_shape = graph.values[lhs].shape
         k = math.prod(lhs_shape[i] for i in params["lhs_contract"])
-        if math.prod(result.shape) * k < min_macs:
+        same_ring = graph.values[lhs].ring == n.ring and graph.values[rhs].ring == n.ring
+        if not same_ring or not matmul_fxp32_selects(
+            n.ring,
+            macs=math.prod(result.shape) * k,
+            both_secret=_computed(graph, lhs) and _computed(graph, rhs),
+            float_result=result.is_float,
+            min_macs=min_macs,
+        ):
             continue
         params["out_dtype"] = result.dtype
         n.kind = "call"

@@ -454,11 +454,11 @@ class Distiller:
 
 
     def range_headroom(self, params_full, data: Batches, *, batch_size: int = 32) -> dict:
-        """Smallest headroom in bits below the FXP32 limits (:mod:`~ditto_spu.quant.report`)
+        """Smallest headroom in bits below the FXP32 limits (:mod:`~ditto_spu.semantics.report`)
         the student's values reach on ``data``, per layer and kind of record, measured with
         the fast backend: ``{"<layer> <kind>": bits}`` (negative: the value leaves its ring,
         and the secure run would wrap there)."""
-        from ..quant.report import layer_of
+        from ..semantics.report import layer_of
 
         if self.ranged_fn is None:
             raise ValueError("range checks use the fast backend; this run uses " + repr(self.cfg.backend))

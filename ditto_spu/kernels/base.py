@@ -137,6 +137,13 @@ class CastKernel(Protocol):
 
     def __call__(self, ctx: PartyContext, share: AShare, dst: RingSpec) -> AShare: ...
 
+    def emulate(self, x, src: RingSpec, dst: RingSpec, round_nearest: Callable):
+        """What the protocol computes, on plaintext ring values (floats on the 2^-f grid of
+        ``src``): the fixed-point semantics (:mod:`ditto_spu.semantics`) calls this, so a
+        kernel's semantics is written once, next to its protocol. ``round_nearest(x, f)``
+        rounds to the 2^-f grid in the caller's arithmetic."""
+        ...
+
 
 _REGISTRY: list = []
 
@@ -181,6 +188,14 @@ def find_cast_kernel(src: RingSpec, dst: RingSpec):
         f"no registered cast kernel converts {src} to {dst}; registered: "
         + ", ".join(k.name for k in _REGISTRY)
     )
+
+
+def round_to_destination(x, src: RingSpec, dst: RingSpec, round_nearest: Callable):
+    """The semantics of a cast kernel whose error is centred within ±1.5 ulps of the
+    destination (downcast, rescale down, upcast to fewer fraction bits): ``x`` rounded to
+    the destination grid (the mean of the protocol's result); exact when ``dst`` has at
+    least ``src``'s fraction bits."""
+    return round_nearest(x, dst.frac_bits) if dst.frac_bits < src.frac_bits else x
 
 
 def run_cast(ctx: PartyContext, share: AShare, dst: RingSpec) -> KernelResult:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel
+from .base import register_cast_kernel, round_to_destination
 from .rss import add_public_to_s0, frac_bits_of, open_for_check, require_within, shift_left, shift_right
 
 MAX_RIGHT_SHIFT = 32
@@ -41,8 +41,13 @@ class DowncastFXP64ToFXP32:
 
     name = "downcast_fxp64_to_fxp32"
     max_error_ulps = 1.5
+
     rounds = 0
     bits_per_element = 0
+
+    def emulate(self, x, src, dst, round_nearest):
+        """Semantics: :func:`~.base.round_to_destination` (centred error, mean = nearest)."""
+        return round_to_destination(x, src, dst, round_nearest)
 
     def applies(self, src: RingSpec, dst: RingSpec) -> bool:
         return (

@@ -33,6 +33,31 @@ from .ring_matmul import batched_operands, dot_general_u32
 from .rss import open_for_check
 
 NAME = "matmul_fxp32"
+DEFAULT_MIN_MACS = 1 << 16
+
+
+def selects(ring: RingSpec, *, macs: int, both_secret: bool, float_result: bool, min_macs: int = DEFAULT_MIN_MACS) -> bool:
+    """Whether a dot_general in ``ring`` runs as this kernel (the rule
+    :mod:`passes.select_kernels` applies and the fixed-point semantics follows): an FXP32
+    ring whose products fit (2f ≤ l − 4), both operands secret (public × secret needs no
+    multiplication protocol: SPU keeps it), a floating result and at least ``min_macs``
+    multiply-accumulates (below that SPU's own matmul is as fast)."""
+    return (
+        ring is not None
+        and ring.field == "FM32"
+        and 2 * ring.frac_bits <= ring.bits - 4
+        and both_secret
+        and float_result
+        and macs >= min_macs
+    )
+
+
+def emulate(arith, exact_product, ring: RingSpec, scope: str):
+    """Semantics of the kernel for the emulator and the training model: the product
+    exact at scale 2^(2f) (step 1 is exact in Z_2^32), checked against the ring's product
+    limit, then the wrap-count truncation, whose error is centred within ±1.5 ulps
+    (modelled by its mean: nearest)."""
+    return arith.product(exact_product, ring, scope)
 
 
 def _dims(params) -> tuple:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel
+from .base import register_cast_kernel, round_to_destination
 from .rss import frac_bits_of, open_for_check, require_within, shift_left
 from .wrap import exact_convert
 
@@ -50,8 +50,13 @@ class RescaleUp:
 
     name = "rescale_more_frac_bits"
     max_error_ulps = 0.0
+
     rounds = 0
     bits_per_element = 0
+
+    def emulate(self, x, src, dst, round_nearest):
+        """Semantics (for the emulator and the training model): exact."""
+        return x
 
     def applies(self, src: RingSpec, dst: RingSpec) -> bool:
         return src.field == dst.field and dst.frac_bits >= src.frac_bits
@@ -96,6 +101,10 @@ class RescaleDown:
 
     rounds = 1
     max_error_ulps = 1.5
+
+    def emulate(self, x, src, dst, round_nearest):
+        """Semantics: :func:`~.base.round_to_destination` (centred error, mean = nearest)."""
+        return round_to_destination(x, src, dst, round_nearest)
 
     def __init__(self, name: str, field: str, min_shift: int, max_shift: int, word_bits: int):
         self.name = name

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel
+from .base import register_cast_kernel, round_to_destination
 from .rss import frac_bits_of, open_for_check, require_within
 from .wrap import exact_convert
 
@@ -68,6 +68,10 @@ def _check_input_range(kernel, ctx, share: AShare, dst: RingSpec, right_shift: i
 
 class _UpcastBase:
     rounds = 1
+
+    def emulate(self, x, src, dst, round_nearest):
+        """Semantics: :func:`~.base.round_to_destination` (centred error, mean = nearest)."""
+        return round_to_destination(x, src, dst, round_nearest)
 
     def valid_scaled_bounds(self, src: RingSpec, dst: RingSpec) -> tuple:
         """Inclusive bounds on x·2^f' (fixed-point tensors) for which the bound holds."""

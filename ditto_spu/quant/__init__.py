@@ -18,7 +18,7 @@ from .emulator import (
     emulate,
     raise_on_overflow,
 )
-from .report import KINDS, RangeReport, Record, layer_of, limit_of
+from ..semantics.report import KINDS, RangeReport, Record, layer_of, limit_of
 
 __all__ = [
     "KINDS",

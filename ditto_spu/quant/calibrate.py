@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 from ..errors import DittoError
 from ..policy import Policy, load_policy
 from .emulator import EmulatorOptions, emulate, raise_on_overflow
-from .report import RangeReport, Record, layer_of
+from ..semantics.report import RangeReport, Record, layer_of
 
 
 class CalibrationError(DittoError):

@@ -64,11 +64,10 @@ from jax.experimental import enable_x64
 from ..errors import DittoError, RangeError
 from ..policy import Policy, load_policy
 from ..rings import RingSpec
-from . import fxp
-from .fxp import Fxp, sg, ste
-from .report import RangeReport, limit_of
-
-MODES = ("wrap", "raise", "record")
+from ..semantics.arith import WRAP_MODES as MODES
+from ..semantics.arith import CheckedArithmetic
+from ..semantics.interpreter import CALL_PRIMITIVES, Interpreter, SpuSemantics, call_body, is_float, join_scope
+from ..semantics.report import RangeReport
 
 
 class EmulationError(DittoError):
@@ -104,6 +103,17 @@ class EmulatorOptions:
     exp_iters: int = 5
     div_iters: int = 2
     denominator_broadcast: bool = True
+    kernels: bool = True
+
+    def semantics(self) -> SpuSemantics:
+        """The SPU settings part (shared with the training model)."""
+        return SpuSemantics(
+            exp_iters=self.exp_iters,
+            div_iters=self.div_iters,
+            denominator_broadcast=self.denominator_broadcast,
+            nonlinear=self.nonlinear,
+            kernels=self.kernels,
+        )
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -131,393 +141,16 @@ class EmulatorOptions:
 
 # ---- helpers -------------------------------------------------------------------------------
 
-_FLOAT_KINDS = ("f",)
-
-
-def _is_float(dtype) -> bool:
-    return jnp.issubdtype(dtype, jnp.floating)
-
-
-def _widest(rings):
-    rings = [r for r in rings if r is not None]
-    return max(rings, key=lambda r: (r.bits, r.frac_bits)) if rings else None
-
-
-def _join(*parts) -> str:
-    return "/".join(p for p in parts if p)
-
 
 def _to64(x):
     x = jnp.asarray(x)
-    return x.astype(jnp.float64) if _is_float(x.dtype) else x
+    return x.astype(jnp.float64) if is_float(x.dtype) else x
 
 
-@dataclasses.dataclass
-class _V:
-    """A value during interpretation: its array (float64 for floats), ring, constness."""
-
-    x: object
-    ring: Optional[RingSpec]
-    const: bool
-    is_float: bool
-
-
-_CALL_PRIMS = {
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "remat": "jaxpr",
-    "checkpoint": "jaxpr",
-}
-
-# Results exactly representable when the operands are: evaluated as they are.
-_EXACT_PRIMS = {
-    "add", "sub", "neg", "abs", "sign", "max", "min", "reduce_sum", "reduce_max", "reduce_min",
-    "cumsum", "cummax", "cummin", "reshape", "broadcast_in_dim", "transpose", "squeeze",
-    "expand_dims", "slice", "dynamic_slice", "dynamic_update_slice", "concatenate", "pad",
-    "gather", "scatter", "scatter-add", "scatter_add", "select_n", "rev", "copy", "copy_p",
-    "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "argmax", "argmin", "sort",
-    "clamp", "iota", "floor", "ceil", "round", "stop_gradient", "reduce_and", "reduce_or",
-    "shift_left", "shift_right_logical", "shift_right_arithmetic", "rem", "population_count",
-    "convert_element_type", "reduce_precision", "bitcast_convert_type", "split",
-}
-
-# Transcendentals with no SPU model here: exact, then rounded to the ring.
-_ROUNDED_EXACT_PRIMS = {
-    "log", "log1p", "expm1", "exp2", "logistic", "erf", "erfc", "erf_inv", "sin", "cos", "tan",
-    "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "pow", "cbrt",
-    "lgamma", "digamma", "igamma", "is_finite", "nextafter",
-}
-
-
-def _fix_params(params: dict) -> dict:
-    p = dict(params)
-    for key in ("new_dtype", "dtype", "preferred_element_type"):
-        if key in p and p[key] is not None and _is_float(p[key]):
-            p[key] = jnp.float64
-    return p
-
-
-def _bind(eqn, xs):
-    out = eqn.primitive.bind(*xs, **_fix_params(eqn.params))
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
-# ---- the interpreter ------------------------------------------------------------------------
-
-
-class _Interpreter:
-    """Evaluates one jaxpr under a policy; collects per-scope maxima as traced values."""
-
-    def __init__(self, policy: Policy, options: EmulatorOptions):
-        self.policy = policy
-        self.options = options
-        self.stats: dict = {}  # (scope, ring, kind) -> list of (max, n_over)
-        self.exact_ops: set = set()
-        self.unrecorded: set = set()
-        self._recording = True
-        self._ring_cache: dict = {}
-
-    # -- rings ------------------------------------------------------------------------------
-    def ring_for(self, dtype, scope: str):
-        key = (str(jnp.dtype(dtype)), scope)
-        r = self._ring_cache.get(key)
-        if r is None and key not in self._ring_cache:
-            r = self.policy.ring_for(key[0], scope)
-            self._ring_cache[key] = r
-        return r
-
-    def fxp(self, ring: RingSpec) -> Fxp:
-        return Fxp(ring.frac_bits, self.options.truncation)
-
-    # -- recording / range ----------------------------------------------------------------------
-    def record(self, scope, ring, kind, x):
-        if not self._recording:
-            self.unrecorded.add(scope)
-            return
-        x = jnp.asarray(x, jnp.float64)
-        if x.size == 0:
-            return
-        m, n = fxp.max_and_count(x, limit_of(ring, kind))
-        self.stats.setdefault((scope, ring, kind), []).append((m, n))
-
-    def fit(self, x, ring, scope, kind="value"):
-        """Record x against its ring and wrap it (mode "wrap")."""
-        self.record(scope, ring, kind, x)
-        if self.options.mode == "wrap":
-            x = fxp.wrap(x, ring.bits, ring.frac_bits)
-        return x
-
-    def product(self, out, ring, scope):
-        """A product before truncation: check at scale 2^(2f), wrap, truncate to 2^-f."""
-        self.record(scope, ring, "product", out)
-        if self.options.mode == "wrap":
-            out = fxp.wrap(out, ring.bits, 2 * ring.frac_bits)
-        return self.fxp(ring).q(out)
-
-    def encode_input(self, x, ring, name):
-        x = fxp.round_to(x, ring.frac_bits, "nearest")
-        return self.fit(x, ring, name, "input")
-
-    def encode_const(self, c, ring, scope):
-        c = jnp.asarray(c, jnp.float64)
-        big = (2.0 ** (ring.bits - 1) - 1) / 2.0**ring.frac_bits
-        c = jnp.clip(jnp.nan_to_num(c, nan=0.0, posinf=big, neginf=-big), -big, big)
-        c = fxp.round_to(c, ring.frac_bits, "zero")
-        return self.fit(c, ring, scope, "const")
-
-    def cast(self, x, src: RingSpec, dst: RingSpec, scope):
-        if src == dst:
-            return x
-        if dst.frac_bits < src.frac_bits:
-            x = fxp.round_to(x, dst.frac_bits, "nearest")
-        return self.fit(x, dst, scope, "cast")
-
-    # -- evaluation -----------------------------------------------------------------------------
-    def run(self, closed, arg_names, inputs):
-        """Top level: encode inputs in their rings, evaluate, return float64 outputs."""
-        args = []
-        for var, name, x in zip(closed.jaxpr.invars, arg_names, inputs):
-            if _is_float(var.aval.dtype):
-                ring = self.ring_for(var.aval.dtype, name)
-                args.append(_V(self.encode_input(x, ring, name), ring, False, True))
-            else:
-                args.append(_V(x, None, False, False))
-        outs = self.eval_jaxpr(closed.jaxpr, closed.consts, args, "", top=True)
-        return [o.x for o in outs]
-
-    def eval_jaxpr(self, jaxpr, consts, args, prefix, top=False):
-        env: dict = {}
-        producers: dict = {}
-
-        def read(v):
-            if isinstance(v, jax.core.Literal):
-                val = np.asarray(v.val)
-                f = _is_float(val.dtype)
-                return _V(val.astype(np.float64) if f else val, None, True, f)
-            return env[v]
-
-        for var, c in zip(jaxpr.constvars, consts):
-            c = np.asarray(c)
-            f = _is_float(c.dtype)
-            env[var] = _V(c.astype(np.float64) if f else c, None, True, f)
-        for var, a in zip(jaxpr.invars, args):
-            env[var] = a
-        for eqn in jaxpr.eqns:
-            invals = [read(v) for v in eqn.invars]
-            outs = self.eval_eqn(eqn, invals, prefix, producers)
-            for var, o in zip(eqn.outvars, outs):
-                if not isinstance(var, jax.core.DropVar):
-                    env[var] = o
-                    producers[var] = eqn
-        return [read(v) for v in jaxpr.outvars]
-
-    def eval_eqn(self, eqn, invals, prefix, producers):
-        prim = eqn.primitive.name
-        stack = _join(prefix, str(eqn.source_info.name_stack))
-        if prim in _CALL_PRIMS:
-            sub = eqn.params[_CALL_PRIMS[prim]]
-            inner = _join(stack, f"jit({eqn.params['name']})") if prim == "pjit" else stack
-            if hasattr(sub, "jaxpr"):
-                jaxpr, consts = sub.jaxpr, sub.consts
-            else:
-                jaxpr, consts = sub, ()
-            n_skip = eqn.params.get("num_consts", 0) if prim == "custom_vjp_call_jaxpr" else 0
-            del n_skip
-            return self.eval_jaxpr(jaxpr, consts, invals, inner)
-        if prim == "cond":
-            return self._cond(eqn, invals, stack)
-        if prim == "scan":
-            return self._scan(eqn, invals, stack)
-        if prim == "while":
-            return self._while(eqn, invals, stack)
-        if any(isinstance(p, (jax.core.Jaxpr, jax.core.ClosedJaxpr)) for p in eqn.params.values()) and prim not in ("reduce",):
-            raise EmulationError(
-                f"primitive {prim!r} at {stack or 'top level'} carries a sub-program the emulator "
-                "does not know how to enter; emulate a function without it"
-            )
-        scope = _join(stack, prim)
-        out_float = [_is_float(v.aval.dtype) for v in eqn.outvars]
-
-        if all(v.const for v in invals):  # public computation: exact, encoded where used
-            outs = _bind(eqn, [v.x for v in invals])
-            return [_V(o, None, True, f) for o, f in zip(outs, out_float)]
-
-        ring = _widest(self.ring_for(v.aval.dtype, scope) for v, f in zip(eqn.outvars, out_float) if f)
-        if ring is None:
-            ring = _widest(v.ring for v in invals if v.is_float and not v.const)
-        xs = []
-        for v in invals:
-            x = v.x
-            if v.is_float and ring is not None:
-                if v.const:
-                    x = self.encode_const(x, ring, scope)
-                elif v.ring != ring:
-                    x = self.cast(x, v.ring, ring, scope)
-            elif v.const:
-                x = jnp.asarray(x)
-            xs.append(x)
-        outs = self.compute(eqn, prim, xs, invals, ring, scope, producers)
-        result = []
-        for o, f in zip(outs, out_float):
-            if f and ring is not None:
-                result.append(_V(self.fit(o, ring, scope), ring, False, True))
-            else:
-                result.append(_V(o, ring if f else None, False, f))
-        return result
-
-    def compute(self, eqn, prim, xs, invals, ring, scope, producers):
-        floats = ring is not None and any(v.is_float for v in invals)
-        if not floats or prim in _EXACT_PRIMS:
-            return _bind(eqn, xs)
-        F = self.fxp(ring)
-        spu = self.options.nonlinear == "spu"
-        if prim == "mul":
-            return [self.product(xs[0] * xs[1], ring, scope)]
-        if prim == "dot_general":
-            return [self.product(_bind(eqn, xs)[0], ring, scope)]
-        if prim == "square":
-            return [self.product(xs[0] * xs[0], ring, scope)]
-        if prim == "integer_pow":
-            return [self._integer_pow(xs[0], eqn.params["y"], ring, scope)]
-        if prim == "div":
-            return [self._div(eqn, xs, invals, ring, scope, producers)]
-        if prim == "exp" and spu:
-            out = F.exp_taylor(xs[0], self.options.exp_iters)
-            self.record(scope, ring, "product", out)
-            return [out]
-        if prim == "rsqrt" and spu:
-            return [F.rsqrt(xs[0])]
-        if prim == "sqrt" and spu:
-            return [F.sqrt(xs[0])]
-        if prim in ("exp", "rsqrt", "sqrt", "tanh") or prim in _ROUNDED_EXACT_PRIMS:
-            self.exact_ops.add(prim)
-            return [F.q(o) if _is_float(o.dtype) else o for o in _bind(eqn, xs)]
-        raise EmulationError(
-            f"no fixed-point model for primitive {prim!r} at {scope}; supported: products, "
-            "exact ops, exp/div/rsqrt/sqrt/tanh and rounded transcendentals"
-        )
-
-    def _integer_pow(self, x, y, ring, scope):
-        if y == 0:
-            return jnp.ones_like(x)
-        n = abs(y)
-        acc, base = None, x
-        while n:
-            if n & 1:
-                acc = base if acc is None else self.product(acc * base, ring, scope)
-            n >>= 1
-            if n:
-                base = self.product(base * base, ring, scope)
-        if y < 0:
-            acc = self.fxp(ring).reciprocal(acc, self.options.div_iters)
-        return acc
-
-    def _div(self, eqn, xs, invals, ring, scope, producers):
-        a, b = xs
-        F = self.fxp(ring)
-        if self.options.nonlinear == "exact":
-            self.exact_ops.add("div")
-            return F.q(a / b)
-        if invals[1].const:
-            # Public divisor: SPU multiplies by 1/c (encoded toward zero) and truncates.
-            self.record(scope, ring, "product", a / b)
-            return F.divide_by_public(a, b)
-        bvar = eqn.invars[1]
-        broadcast = not isinstance(bvar, jax.core.Literal) and (
-            tuple(bvar.aval.shape) != tuple(eqn.outvars[0].aval.shape)
-            or getattr(producers.get(bvar), "primitive", None) is jax.lax.broadcast_in_dim_p
-        )
-        if self.options.denominator_broadcast and broadcast:
-            r = F.reciprocal(b, self.options.div_iters)
-            return self.product(a * r, ring, scope)
-        self.record(scope, ring, "product", a * 2.0)  # r·a with r = 1/c ∈ (1, 2]
-        return F.divide(a, b, self.options.div_iters)
-
-    # -- control flow ----------------------------------------------------------------------------
-    def _cond(self, eqn, invals, stack):
-        index, ops = invals[0], invals[1:]
-        branches = eqn.params["branches"]
-        outs = [self.eval_jaxpr(b.jaxpr, b.consts, ops, stack) for b in branches]
-        if index.const:
-            return outs[int(np.clip(np.asarray(index.x), 0, len(branches) - 1))]
-        result = []
-        for i in range(len(outs[0])):
-            vals = [o[i] for o in outs]
-            ring = _widest(v.ring for v in vals)
-            xs = [v.x if v.ring in (None, ring) else self.cast(v.x, v.ring, ring, stack) for v in vals]
-            idx = jnp.clip(jnp.asarray(index.x).astype(jnp.int32), 0, len(branches) - 1)
-            x = jax.lax.select_n(idx, *xs) if len(xs) > 1 else xs[0]
-            result.append(_V(x, ring, all(v.const for v in vals), vals[0].is_float))
-        return result
-
-    def _scan(self, eqn, invals, stack):
-        p = eqn.params
-        nc, ncar, length = p["num_consts"], p["num_carry"], p["length"]
-        body = p["jaxpr"]
-        consts, carry, xs = invals[:nc], invals[nc : nc + ncar], invals[nc + ncar :]
-        ys_steps = []
-        order = range(length - 1, -1, -1) if p["reverse"] else range(length)
-        for i in order:
-            x_i = [_V(v.x[i], v.ring, v.const, v.is_float) for v in xs]
-            out = self.eval_jaxpr(body.jaxpr, body.consts, consts + carry + x_i, stack)
-            new_carry = out[:ncar]
-            carry = [
-                _V(self.cast(n.x, n.ring, c.ring, stack), c.ring, False, c.is_float)
-                if (n.is_float and c.ring is not None and n.ring not in (None, c.ring))
-                else n
-                for n, c in zip(new_carry, carry)
-            ]
-            ys_steps.append(out[ncar:])
-        if p["reverse"]:
-            ys_steps = ys_steps[::-1]
-        ys = []
-        for j in range(len(eqn.outvars) - ncar):
-            vals = [s[j] for s in ys_steps]
-            ys.append(_V(jnp.stack([jnp.asarray(v.x) for v in vals]), vals[0].ring, False, vals[0].is_float))
-        return carry + ys
-
-    def _while(self, eqn, invals, stack):
-        p = eqn.params
-        cn, bn = p["cond_nconsts"], p["body_nconsts"]
-        cconsts, bconsts, init = invals[:cn], invals[cn : cn + bn], invals[cn + bn :]
-        rings = [v.ring for v in init]
-        meta = [(v.is_float, v.const) for v in init]
-        was = self._recording
-        self._recording = False
-
-        def wrapv(xs):
-            return [_V(x, r, False, f) for x, r, (f, _) in zip(xs, rings, meta)]
-
-        def cond_fn(xs):
-            cj = p["cond_jaxpr"]
-            return self.eval_jaxpr(cj.jaxpr, cj.consts, cconsts + wrapv(xs), stack)[0].x
-
-        def body_fn(xs):
-            bj = p["body_jaxpr"]
-            outs = self.eval_jaxpr(bj.jaxpr, bj.consts, bconsts + wrapv(xs), stack)
-            return [
-                self.cast(o.x, o.ring, r, stack) if (o.is_float and r is not None and o.ring not in (None, r)) else jnp.asarray(o.x, jnp.asarray(x0.x).dtype)
-                for o, r, x0 in zip(outs, rings, init)
-            ]
-
-        try:
-            out = jax.lax.while_loop(cond_fn, body_fn, [jnp.asarray(v.x) for v in init])
-        finally:
-            self._recording = was
-        return wrapv(out)
-
-    def collected_stats(self) -> dict:
-        """{(scope, ring str, kind): (max, n_over)} reduced over every record of the key."""
-        out = {}
-        for (scope, ring, kind), items in self.stats.items():
-            m = functools.reduce(jnp.maximum, [i[0] for i in items])
-            n = functools.reduce(jnp.add, [i[1] for i in items])
-            out[(scope, str(ring), kind)] = (m, n)
-        return out
+def _interpreter(policy: Policy, options: "EmulatorOptions") -> Interpreter:
+    return Interpreter(
+        policy, CheckedArithmetic(options.mode, options.truncation), options.semantics()
+    )
 
 
 # ---- the public wrapper ------------------------------------------------------------------------
@@ -544,12 +177,11 @@ def _static_arg_uses(closed, arg_names) -> dict:
 
     def walk(jaxpr, prefix, alias):
         for eqn in jaxpr.eqns:
-            stack = _join(prefix, str(eqn.source_info.name_stack))
+            stack = join_scope(prefix, str(eqn.source_info.name_stack))
             prim = eqn.primitive.name
-            if prim in _CALL_PRIMS:
-                sub = eqn.params[_CALL_PRIMS[prim]]
-                inner = _join(stack, f"jit({eqn.params['name']})") if prim == "pjit" else stack
-                sj = sub.jaxpr if hasattr(sub, "jaxpr") else sub
+            if prim in CALL_PRIMITIVES:
+                sj, _, inner_part = call_body(eqn)
+                inner = join_scope(stack, inner_part)
                 inner_alias = {
                     iv: alias[v] for iv, v in zip(sj.invars, eqn.invars)
                     if not isinstance(v, jax.core.Literal) and v in alias
@@ -558,7 +190,7 @@ def _static_arg_uses(closed, arg_names) -> dict:
                 continue
             for v in eqn.invars:
                 if not isinstance(v, jax.core.Literal) and v in alias:
-                    uses.setdefault(alias[v], set()).add(_join(stack, prim))
+                    uses.setdefault(alias[v], set()).add(join_scope(stack, prim))
 
     walk(closed.jaxpr, "", names)
     return uses
@@ -627,11 +259,11 @@ class EmulatedFunction:
         info: dict = {"exact_ops": set(), "unrecorded": set()}
 
         def interpret(flat):
-            it = _Interpreter(policy, options)
+            it = _interpreter(policy, options)
             outs = it.run(closed, arg_names, flat)
-            stats = it.collected_stats()
+            stats = it.arith.collected_stats()
             info["exact_ops"] |= it.exact_ops
-            info["unrecorded"] |= it.unrecorded
+            info["unrecorded"] |= it.arith.unrecorded
             return outs, stats
 
         with enable_x64():
@@ -641,8 +273,8 @@ class EmulatedFunction:
             with enable_x64():
                 return jitted([_to64(x) for x in flat])
 
-        float_out = [_is_float(d) for d in out_dtypes]
-        float_in = [_is_float(d) for d in in_dtypes]
+        float_out = [is_float(d) for d in out_dtypes]
+        float_in = [is_float(d) for d in in_dtypes]
         fidx = [i for i, f in enumerate(float_in) if f]
 
         def _vjp64(xs, cts):

@@ -1,0 +1,1 @@
+"""Fixed-point semantics: what each ring computes, defined once (see interpreter.py)."""

@@ -1,0 +1,461 @@
+"""THE fixed-point interpreter: a jaxpr evaluated with the arithmetic of its rings.
+
+One interpreter serves the emulator (:class:`~.arith.CheckedArithmetic`: float64, wrap /
+raise / record, range report) and the training model (:class:`~.arith.TrainingArithmetic`:
+float32 in the caller's jit, straight-through gradients, range taps). It follows the
+compiler's decisions equation by equation:
+
+* **rings**: the rule of :mod:`.rules`, under the scope the StableHLO op carries (jax's
+  name stack, nested ``jit``\\ s as ``jit(name)``, plus the op's name,
+  :func:`~.rules.hlo_op_name`). Every float-touching equation outside a region is logged
+  in :attr:`Interpreter.op_rings` as (scope, ring), one to one with the ops
+  :mod:`passes.annotate_rings` places, so the two can be compared;
+* **control flow** (``while``, ``scan``, ``cond``): one ring for the whole op, the widest
+  of everything it defines, as the compiler places it; the body computes in that ring.
+  ``cond`` evaluates every branch and selects (what SPU does with a secret predicate);
+  ``scan`` is unrolled; ``while`` runs as ``lax.while_loop`` (its records cannot leave the
+  loop: its scopes are listed as unrecorded);
+* **casts**: an operand from another ring goes through the registered cast kernel's own
+  emulation (:meth:`~ditto_spu.kernels.base.CastKernel.emulate`);
+* **kernels**: a ``dot_general`` that :func:`ditto_spu.kernels.matmul.selects` accepts is
+  evaluated by that kernel's emulation; other products as SPU computes them (exact at
+  2^(2f), truncated);
+* **SPU's rewrites and algorithms**: ``x / broadcast(y)`` → ``x · broadcast(1/y)`` (the
+  compiler option our segments set), division by a public constant as a product with its
+  encoded inverse, and exp / division / reciprocal / rsqrt / sqrt / tanh / logistic / log
+  / erf by SPU's own algorithms (:class:`~.fxp.Fxp`); a transcendental with no model is
+  computed exactly and rounded, and listed in :attr:`Interpreter.exact_ops`.
+
+Public constants (literals, captured constants, ops on constants only) are computed
+exactly and encoded toward zero in the ring of the op using them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..policy import Policy
+from ..rings import RingSpec
+from .arith import Arithmetic, SemanticsError
+from .rules import argument_ring, hlo_op_name, op_ring
+
+
+@dataclasses.dataclass(frozen=True)
+class SpuSemantics:
+    """The SPU settings the semantics depends on (defaults: our runtimes' settings,
+    :class:`~ditto_spu.spu_config.SpuOptions`, and the segments' compiler options).
+
+    ``nonlinear``: ``"spu"`` (SPU's algorithms) or ``"exact"`` (exact result rounded to
+    the ring: the error of the rings alone). ``kernels``: whether FXP32 matmuls run as
+    our kernel (``compile(..., kernels=...)``)."""
+
+    exp_iters: int = 5
+    div_iters: int = 2
+    denominator_broadcast: bool = True
+    nonlinear: str = "spu"
+    kernels: bool = True
+
+    def __post_init__(self):
+        if self.nonlinear not in ("spu", "exact"):
+            raise SemanticsError(f"nonlinear must be 'spu' or 'exact', got {self.nonlinear!r}")
+
+
+CALL_PRIMITIVES = {
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "checkpoint": "jaxpr",
+}
+CONTROL_FLOW = ("cond", "scan", "while")
+
+# Results exactly representable when the operands are: evaluated as they are.
+_EXACT_PRIMS = {
+    "add", "sub", "neg", "abs", "sign", "max", "min", "reduce_sum", "reduce_max", "reduce_min",
+    "cumsum", "cummax", "cummin", "reshape", "broadcast_in_dim", "transpose", "squeeze",
+    "expand_dims", "slice", "dynamic_slice", "dynamic_update_slice", "concatenate", "pad",
+    "gather", "scatter", "scatter-add", "scatter_add", "select_n", "rev", "copy", "copy_p",
+    "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "argmax", "argmin", "sort",
+    "clamp", "iota", "floor", "ceil", "round", "stop_gradient", "reduce_and", "reduce_or",
+    "shift_left", "shift_right_logical", "shift_right_arithmetic", "rem", "population_count",
+    "convert_element_type", "reduce_precision", "bitcast_convert_type", "split",
+}
+
+# Unary ops SPU approximates with an algorithm of its own, modelled by Fxp.<name>.
+_SPU_UNARY = ("exp", "rsqrt", "sqrt", "tanh", "logistic", "log", "log1p", "erf")
+
+_PRODUCTS = ("mul", "dot_general", "square")
+
+
+def is_float(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating)
+
+
+def join_scope(*parts) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def call_body(eqn):
+    """(jaxpr, consts, inner name-stack prefix part) of a call-like equation."""
+    sub = eqn.params[CALL_PRIMITIVES[eqn.primitive.name]]
+    jaxpr, consts = (sub.jaxpr, sub.consts) if hasattr(sub, "jaxpr") else (sub, ())
+    inner = f"jit({eqn.params['name']})" if eqn.primitive.name == "pjit" else ""
+    return jaxpr, consts, inner
+
+
+def _sub_jaxprs(eqn):
+    for p in eqn.params.values():
+        items = p if isinstance(p, (tuple, list)) else (p,)
+        for q in items:
+            if isinstance(q, jax.core.ClosedJaxpr):
+                yield q.jaxpr
+            elif isinstance(q, jax.core.Jaxpr):
+                yield q
+
+
+def defined_float_dtypes(eqn) -> list:
+    """Float dtypes an equation defines: its results and, for one with sub-programs,
+    every result inside them (what the compiler sees inside the op's regions)."""
+    out = [str(v.aval.dtype) for v in eqn.outvars if is_float(v.aval.dtype)]
+    stack = list(_sub_jaxprs(eqn))
+    while stack:
+        j = stack.pop()
+        for e in j.eqns:
+            out.extend(str(v.aval.dtype) for v in e.outvars if is_float(v.aval.dtype))
+            stack.extend(_sub_jaxprs(e))
+    return out
+
+
+@dataclasses.dataclass
+class Val:
+    """A value during interpretation: array (arith.dtype for floats), ring, constness."""
+
+    x: object
+    ring: Optional[RingSpec]
+    const: bool
+    is_float: bool
+
+
+class Interpreter:
+    """Evaluates a closed jaxpr under ``policy`` with ``arith`` (see the module doc)."""
+
+    def __init__(self, policy: Policy, arith: Arithmetic, spu: SpuSemantics | None = None):
+        self.policy = policy
+        self.arith = arith
+        self.spu = spu or SpuSemantics()
+        self.op_rings: list = []  # (scope, ring) per float-touching op, program order
+        self.exact_ops: set = set()
+        self.kernel_calls: list = []  # (scope, kernel name)
+        self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
+        self._ring_cache: dict = {}
+
+    # -- entry ----------------------------------------------------------------------------
+    def run(self, closed, arg_names, inputs) -> list:
+        """Encode the inputs in their rings, evaluate, return the output arrays."""
+        args = []
+        for var, name, x in zip(closed.jaxpr.invars, arg_names, inputs):
+            if is_float(var.aval.dtype):
+                ring = argument_ring(self.policy, str(var.aval.dtype), name)
+                args.append(Val(self.arith.encode_input(x, ring, name), ring, False, True))
+            else:
+                args.append(Val(x, None, False, False))
+        return [o.x for o in self.eval_jaxpr(closed.jaxpr, closed.consts, args, "")]
+
+    # -- jaxpr walking ----------------------------------------------------------------------
+    def _literal(self, val) -> Val:
+        val = np.asarray(val)
+        f = is_float(val.dtype)
+        return Val(val.astype(self.arith.dtype) if f else val, None, True, f)
+
+    def eval_jaxpr(self, jaxpr, consts, args, prefix) -> list:
+        env: dict = {}
+        producers: dict = {}
+
+        def read(v):
+            if isinstance(v, jax.core.Literal):
+                return self._literal(v.val)
+            return env[v]
+
+        for var, c in zip(jaxpr.constvars, consts):
+            env[var] = self._literal(c)
+        for var, a in zip(jaxpr.invars, args):
+            env[var] = a
+        for eqn in jaxpr.eqns:
+            outs = self.eval_eqn(eqn, [read(v) for v in eqn.invars], prefix, producers)
+            for var, o in zip(eqn.outvars, outs):
+                if not isinstance(var, jax.core.DropVar):
+                    env[var] = o
+                    producers[var] = eqn
+        return [read(v) for v in jaxpr.outvars]
+
+    def ring_of(self, eqn, scope, invals) -> Optional[RingSpec]:
+        if self._forced is not None:
+            return self._forced
+        key = (scope, tuple(defined_float_dtypes(eqn)), tuple(v.ring for v in invals if v.is_float))
+        if key not in self._ring_cache:
+            self._ring_cache[key] = op_ring(self.policy, scope, key[1], key[2])
+        return self._ring_cache[key]
+
+    def eval_eqn(self, eqn, invals, prefix, producers) -> list:
+        prim = eqn.primitive.name
+        stack = join_scope(prefix, str(eqn.source_info.name_stack))
+        if prim in CALL_PRIMITIVES:
+            jaxpr, consts, inner = call_body(eqn)
+            return self.eval_jaxpr(jaxpr, consts, invals, join_scope(stack, inner))
+        if prim not in CONTROL_FLOW and prim != "reduce" and any(True for _ in _sub_jaxprs(eqn)):
+            raise SemanticsError(
+                f"primitive {prim!r} at {stack or 'top level'} carries a sub-program the fixed-point "
+                "semantics does not know how to enter; compute it without it"
+            )
+        scope = join_scope(stack, hlo_op_name(prim))
+        out_float = [is_float(v.aval.dtype) for v in eqn.outvars]
+        if all(v.const for v in invals):  # public computation: exact, encoded where used
+            outs = self._bind(eqn, [v.x for v in invals])
+            return [Val(o, None, True, f) for o, f in zip(outs, out_float)]
+
+        ring = self.ring_of(eqn, scope, invals)
+        if ring is not None and self._forced is None:
+            self.op_rings.append((scope, ring))
+        xs = []
+        for v in invals:
+            x = v.x
+            if v.is_float and ring is not None:
+                if v.const:
+                    x = self.arith.encode_const(x, ring, scope)
+                elif v.ring != ring:
+                    x = self.arith.cast(x, v.ring, ring, scope)
+            elif v.const:
+                x = jnp.asarray(x)
+            xs.append(x)
+
+        if prim in CONTROL_FLOW:
+            return self._control_flow(eqn, prim, xs, invals, ring, scope)
+        if ring is None or not any(v.is_float for v in invals):
+            outs = self._bind(eqn, xs)
+        else:
+            outs = self.compute(eqn, prim, xs, invals, ring, scope, producers)
+        result = []
+        for o, f in zip(outs, out_float):
+            if f and ring is not None:
+                result.append(Val(self.arith.fit(o, ring, scope), ring, False, True))
+            else:
+                result.append(Val(o, ring if f else None, False, f))
+        return result
+
+    def _bind(self, eqn, xs) -> list:
+        p = dict(eqn.params)
+        for key in ("new_dtype", "dtype", "preferred_element_type"):
+            if key in p and p[key] is not None and is_float(p[key]):
+                p[key] = self.arith.dtype
+        out = eqn.primitive.bind(*xs, **p)
+        return list(out) if eqn.primitive.multiple_results else [out]
+
+    # -- arithmetic -----------------------------------------------------------------------------
+    def compute(self, eqn, prim, xs, invals, ring, scope, producers) -> list:
+        if prim in _EXACT_PRIMS:
+            return self._bind(eqn, xs)
+        a = self.arith
+        F = a.fxp(ring)
+        if prim == "dot_general" and self._kernel_selected(eqn, invals, ring):
+            from ..kernels import matmul
+
+            self.kernel_calls.append((scope, matmul.NAME))
+            return [matmul.emulate(a, self._bind(eqn, xs)[0], ring, scope)]
+        if prim in ("mul", "dot_general"):
+            return [a.product(self._bind(eqn, xs)[0], ring, scope)]
+        if prim == "square":
+            return [a.product(xs[0] * xs[0], ring, scope)]
+        if prim == "integer_pow":
+            return [self._integer_pow(xs[0], eqn.params["y"], ring, scope)]
+        if prim == "div":
+            return [self._div(eqn, xs, invals, ring, scope, producers)]
+        if prim in _SPU_UNARY and self.spu.nonlinear == "spu" and hasattr(F, _fxp_method(prim)):
+            out = self._spu_unary(F, prim, xs[0])
+            if prim == "exp":
+                a._record(scope, ring, "product", out)  # the last squaring, before truncation
+            return [out]
+        if any(is_float(o.aval.dtype) for o in eqn.outvars):
+            self.exact_ops.add(prim)
+            return [F.q(o) if is_float(o.dtype) else o for o in self._bind(eqn, xs)]
+        return self._bind(eqn, xs)
+
+    def _spu_unary(self, F, prim, x):
+        method = getattr(F, _fxp_method(prim))
+        if prim == "exp":
+            return method(x, self.spu.exp_iters)
+        if prim in ("tanh", "logistic", "log", "log1p", "erf"):
+            return _call_with_iters(method, x, self.spu)
+        return method(x)
+
+    def _kernel_selected(self, eqn, invals, ring) -> bool:
+        if not self.spu.kernels:
+            return False
+        from ..kernels import matmul
+
+        (lc, _), _ = eqn.params["dimension_numbers"]
+        lhs_shape = eqn.invars[0].aval.shape
+        k = math.prod(lhs_shape[i] for i in lc)
+        out = eqn.outvars[0].aval
+        return matmul.selects(
+            ring,
+            macs=math.prod(out.shape) * k,
+            both_secret=not invals[0].const and not invals[1].const,
+            float_result=is_float(out.dtype),
+        )
+
+    def _integer_pow(self, x, y, ring, scope):
+        if y == 0:
+            return jnp.ones_like(x)
+        n = abs(y)
+        acc, base = None, x
+        while n:
+            if n & 1:
+                acc = base if acc is None else self.arith.product(acc * base, ring, scope)
+            n >>= 1
+            if n:
+                base = self.arith.product(base * base, ring, scope)
+        if y < 0:
+            acc = self.arith.fxp(ring).reciprocal(acc, self.spu.div_iters)
+        return acc
+
+    def _div(self, eqn, xs, invals, ring, scope, producers):
+        a, b = xs
+        F = self.arith.fxp(ring)
+        if self.spu.nonlinear == "exact":
+            self.exact_ops.add("div")
+            return F.q(a / b)
+        if invals[1].const:
+            # Public divisor c (as encoded in the ring): SPU multiplies by 1/c, itself
+            # encoded toward zero, and truncates.
+            self.arith._record(scope, ring, "product", a / b)
+            return F.divide_by_public(a, b)
+        bvar = eqn.invars[1]
+        broadcast = not isinstance(bvar, jax.core.Literal) and (
+            tuple(bvar.aval.shape) != tuple(eqn.outvars[0].aval.shape)
+            or getattr(producers.get(bvar), "primitive", None) is jax.lax.broadcast_in_dim_p
+        )
+        if self.spu.denominator_broadcast and broadcast:
+            r = F.reciprocal(b, self.spu.div_iters)
+            return self.arith.product(a * r, ring, scope)
+        self.arith._record(scope, ring, "product", a * 2.0)  # r·a with r = 1/c ∈ (1, 2]
+        return F.divide(a, b, self.spu.div_iters)
+
+    # -- control flow ----------------------------------------------------------------------------
+    def _control_flow(self, eqn, prim, xs, invals, ring, scope):
+        outer = self._forced
+        self._forced = ring if ring is not None else outer
+        try:
+            vals = [Val(x, ring if v.is_float else None, False, v.is_float) for x, v in zip(xs, invals)]
+            if prim == "cond":
+                outs = self._cond(eqn, vals, invals[0].const, scope)
+            elif prim == "scan":
+                outs = self._scan(eqn, vals, scope)
+            else:
+                outs = self._while(eqn, vals, scope)
+        finally:
+            self._forced = outer
+        return outs
+
+    def _region_prefix(self, scope):
+        return scope.rsplit("/", 1)[0] if "/" in scope else ""
+
+    def _cond(self, eqn, vals, index_public, scope):
+        index, ops = vals[0], vals[1:]
+        branches = eqn.params["branches"]
+        prefix = self._region_prefix(scope)
+        if index_public:
+            i = int(np.clip(np.asarray(index.x), 0, len(branches) - 1))
+            return self.eval_jaxpr(branches[i].jaxpr, branches[i].consts, ops, prefix)
+        outs = [self.eval_jaxpr(b.jaxpr, b.consts, ops, prefix) for b in branches]
+        idx = jnp.clip(jnp.asarray(index.x).astype(jnp.int32), 0, len(branches) - 1)
+        result = []
+        for i in range(len(outs[0])):
+            branch_vals = [o[i] for o in outs]
+            ring = self._forced if branch_vals[0].is_float else None
+            xs = [self._into(v, ring, scope) for v in branch_vals]
+            x = jax.lax.select_n(idx, *xs) if len(xs) > 1 else xs[0]
+            result.append(Val(x, ring, False, branch_vals[0].is_float))
+        return result
+
+    def _into(self, v: Val, ring, scope):
+        """A region's result as the op's result in ``ring``."""
+        if not v.is_float or ring is None:
+            return jnp.asarray(v.x)
+        if v.const:
+            return self.arith.encode_const(v.x, ring, scope)
+        return v.x if v.ring == ring else self.arith.cast(v.x, v.ring, ring, scope)
+
+    def _scan(self, eqn, vals, scope):
+        p = eqn.params
+        nc, ncar, length = p["num_consts"], p["num_carry"], p["length"]
+        body = p["jaxpr"]
+        prefix = self._region_prefix(scope)
+        consts, carry, xs = vals[:nc], vals[nc : nc + ncar], vals[nc + ncar :]
+        ys_steps = []
+        order = range(length - 1, -1, -1) if p["reverse"] else range(length)
+        for i in order:
+            x_i = [Val(v.x[i], v.ring, v.const, v.is_float) for v in xs]
+            out = self.eval_jaxpr(body.jaxpr, body.consts, consts + carry + x_i, prefix)
+            carry = [Val(self._into(n, c.ring, scope), c.ring, False, c.is_float) for n, c in zip(out[:ncar], carry)]
+            ys_steps.append(out[ncar:])
+        if p["reverse"]:
+            ys_steps = ys_steps[::-1]
+        ys = []
+        for j, var in enumerate(eqn.outvars[ncar:]):
+            steps = [s[j] for s in ys_steps]
+            f = is_float(var.aval.dtype)
+            ring = self._forced if f else None
+            ys.append(Val(jnp.stack([self._into(v, ring, scope) for v in steps]), ring, False, f))
+        return carry + ys
+
+    def _while(self, eqn, vals, scope):
+        p = eqn.params
+        cn, bn = p["cond_nconsts"], p["body_nconsts"]
+        cconsts, bconsts, init = vals[:cn], vals[cn : cn + bn], vals[cn + bn :]
+        prefix = self._region_prefix(scope)
+        was = self.arith.recording
+        self.arith.recording = False
+
+        def wrapv(xs):
+            return [Val(x, v.ring, False, v.is_float) for x, v in zip(xs, init)]
+
+        def cond_fn(xs):
+            cj = p["cond_jaxpr"]
+            return jnp.asarray(self.eval_jaxpr(cj.jaxpr, cj.consts, cconsts + wrapv(xs), prefix)[0].x)
+
+        def body_fn(xs):
+            bj = p["body_jaxpr"]
+            outs = self.eval_jaxpr(bj.jaxpr, bj.consts, bconsts + wrapv(xs), prefix)
+            return [jnp.asarray(self._into(o, v.ring, scope), jnp.asarray(v.x).dtype) for o, v in zip(outs, init)]
+
+        try:
+            out = jax.lax.while_loop(cond_fn, body_fn, [jnp.asarray(v.x) for v in init])
+        finally:
+            self.arith.recording = was
+        return wrapv(out)
+
+
+def _fxp_method(prim: str) -> str:
+    return "exp_taylor" if prim == "exp" else prim
+
+
+def _call_with_iters(method, x, spu: SpuSemantics):
+    """Call an Fxp model with the SPU iteration counts it declares (exp / division)."""
+    import inspect
+
+    params = inspect.signature(method).parameters
+    kw = {}
+    if "exp_iters" in params:
+        kw["exp_iters"] = spu.exp_iters
+    if "div_iters" in params:
+        kw["div_iters"] = spu.div_iters
+    return method(x, **kw)

@@ -1,0 +1,264 @@
+"""One fixed-point semantics: the compiler, the emulator, the training model and the secure
+run agree, op by op and value by value, on models and on control flow.
+
+For each function below:
+
+* rings: the ring the compiler (passes.annotate_rings) gives every op equals the ring the
+  interpreter evaluates it in, and the same matmuls go to the FXP32 kernel;
+* emulator (float64, checked) vs training model (float32, jit): the same interpreter in
+  two precisions. float32 holds FXP32 values exactly but rounds FXP64 products (24-bit
+  mantissa), which can move a truncation by one ulp; that propagates. Bound: relative L2
+  ≤ 2e-3 and max error ≤ 1e-2 of the output's scale (measured: ≤ 3e-4 here);
+* emulator vs secure run: SPU's truncation is randomised, so two secure runs of the same
+  input differ; that difference is the noise floor. The emulator (the truncation's mean)
+  must be within 2× the floor in relative L2, and within 2× the floor + 4 in max error
+  counted in ulps of the output's ring (cosine alone would miss a 2^k scale error).
+
+A deliberately wrong rule in one place (an op moved to the other ring, on the compiler's
+side or on the interpreter's) makes these checks fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ditto_spu import frontend
+from ditto_spu.distill.fakequant import fake_quant
+from ditto_spu.models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
+from ditto_spu.policy import Policy
+from ditto_spu.quant import emulate
+from ditto_spu.rings import RingSpec
+from ditto_spu.semantics import consistency, interpreter
+from ditto_spu.semantics.consistency import compiler_view, interpreter_view, ring_mismatches
+
+SEQ = 16
+
+
+# ---- the functions ----------------------------------------------------------------------------
+
+
+def _fori(x, w, g):
+    h = x @ w
+    h = jax.lax.fori_loop(0, 3, lambda i, c: c * jnp.float16(0.5) + h, h)
+    y = h.astype(jnp.float32)
+    return y * g + jnp.exp(y - y.max(-1, keepdims=True))
+
+
+def _while(x, w, g):
+    h = (x @ w).astype(jnp.float32)
+    _, z = jax.lax.while_loop(
+        lambda s: s[0] < 4, lambda s: (s[0] + 1, (s[1] * g).astype(jnp.float16).astype(jnp.float32) + 0.125), (0, h)
+    )
+    return z
+
+
+def _cond(x, w, g):
+    h = x @ w
+    y = h.astype(jnp.float32)
+    z = jax.lax.cond(
+        y.sum() > 0,
+        lambda a: jnp.exp(a - a.max(-1, keepdims=True)),
+        lambda a: (a * a * 0.5 + 1.0).astype(jnp.float16).astype(jnp.float32),
+        y,
+    )
+    return z / z.sum(-1, keepdims=True) + h.astype(jnp.float32)
+
+
+def _scan(x, w, g):
+    h = x @ w
+
+    def step(c, row):
+        c = c * jnp.float16(0.5) + row
+        return c, c.astype(jnp.float32) * g
+
+    c, ys = jax.lax.scan(step, h[0], h)
+    return ys, c
+
+
+_RNG = np.random.RandomState(0)
+_LOOP_ARGS = (
+    (0.5 * _RNG.randn(8, 16)).astype(np.float16),
+    (0.3 * _RNG.randn(16, 16)).astype(np.float16),
+    (0.5 + _RNG.rand(16)).astype(np.float32),
+)
+_LOOP_POLICY = Policy().with_override("while", float16="FXP32[f=10]")
+
+
+def _bert():
+    model = load_model("tiny", num_hidden_layers=1, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
+    mode = load_mode("ditto")
+    fwd = secure_forward(model, mode, output="last_hidden_state")
+
+    def bert(params, x, mask):
+        return fwd(prepare_params(params, mode), x, mask)
+
+    rs = np.random.RandomState(1)
+    ids = rs.randint(0, model.config.vocab_size, (1, SEQ))
+    mask = np.ones((1, SEQ), np.int32)
+    mask[0, -3:] = 0
+    policy = Policy().with_override("layer/0", float16="FXP32[f=10]")
+    return bert, (model.params, one_hot_ids(ids, model.config.vocab_size, np.float16), mask), policy
+
+
+def _gpt2():
+    model = load_model("tiny-gpt2", n_layer=1, n_embd=256, n_head=4, vocab_size=1000, n_positions=128)
+    mode = load_mode("ditto")
+    fwd = secure_forward(model, mode)
+
+    def gpt2(params, x, mask):
+        return fwd(prepare_params(params, mode), x, mask)
+
+    rs = np.random.RandomState(2)
+    ids = rs.randint(0, 1000, (1, SEQ))
+    mask = np.ones((1, SEQ), np.int32)
+    return gpt2, (model.params, one_hot_ids(ids, 1000, np.float16), mask), None
+
+
+CASES = {
+    "minilm_shaped_bert_1_layer": _bert,
+    "gpt2_1_layer": _gpt2,
+    "fori_loop": lambda: (_fori, _LOOP_ARGS, _LOOP_POLICY),
+    "while": lambda: (_while, _LOOP_ARGS, None),
+    "cond": lambda: (_cond, _LOOP_ARGS, None),
+    "scan": lambda: (_scan, _LOOP_ARGS, _LOOP_POLICY),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def case(name):
+    return CASES[name]()
+
+
+@functools.lru_cache(maxsize=None)
+def secure_runs(name):
+    """Two secure runs of the same input (SPU's truncation randomness differs)."""
+    fn, args, policy = case(name)
+    run = frontend.sim_jax(fn, policy)
+    return [_leaves(run(*args)) for _ in range(2)]
+
+
+@functools.lru_cache(maxsize=None)
+def emulated(name):
+    fn, args, policy = case(name)
+    return _leaves(emulate(fn, policy).evaluate(*args))
+
+
+def _leaves(tree):
+    return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+# ---- rings ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_interpreter_gives_every_op_the_compilers_ring_and_kernel(name):
+    fn, args, policy = case(name)
+    c_rings, c_kernels = compiler_view(fn, *args, policy=policy)
+    i_rings, i_kernels = interpreter_view(fn, *args, policy=policy)
+    assert len(c_rings) >= 3
+    assert ring_mismatches(c_rings, i_rings) == []
+    assert sorted(c_kernels) == sorted(i_kernels)
+    assert len({r.field for _, r in c_rings}) == 2  # mixed rings in every case
+
+
+def test_a_loop_computes_in_one_ring_as_the_compiler_places_it():
+    # The fori_loop's body is f16 (FXP32[f=10] by the "while" override) and the scan carries
+    # f16 and emits f32: the scan's while op is in FXP64, all of its body too.
+    rings = dict(interpreter_view(_scan, *_LOOP_ARGS, policy=_LOOP_POLICY)[0])
+    assert str(rings["while"]) == "FXP64[f=18]"
+    rings = dict(interpreter_view(_fori, *_LOOP_ARGS, policy=_LOOP_POLICY)[0])
+    assert str(rings["while"]) == "FXP32[f=10]"
+
+
+# ---- values ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_training_model_matches_emulator_within_float32_rounding(name):
+    fn, args, policy = case(name)
+    ref = emulated(name)
+    fast = _leaves(jax.jit(fake_quant(fn, policy))(*args))
+    for r, f in zip(ref, fast):
+        scale = np.abs(r).max()
+        assert rel_l2(f, r) <= 2e-3, (name, rel_l2(f, r))
+        assert np.abs(f - r).max() <= 1e-2 * scale, (name, np.abs(f - r).max(), scale)
+
+
+def _max_ulps(a, b, ring: RingSpec) -> float:
+    return float(np.abs(a - b).max() * 2.0**ring.frac_bits)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_emulator_matches_secure_run_to_the_noise_floor(name):
+    s1, s2 = secure_runs(name)
+    emu = emulated(name)
+    fn, args, policy = case(name)
+    rings = _plan_output_rings(fn, args, policy)
+    for e, a, b, ring in zip(emu, s1, s2, rings):
+        floor = rel_l2(b, a)
+        err = rel_l2(e, a)
+        assert err <= 2 * floor + 1e-12, (name, err, floor)
+        assert _max_ulps(e, a, ring) <= 2 * _max_ulps(b, a, ring) + 4, (
+            name, _max_ulps(e, a, ring), _max_ulps(b, a, ring)
+        )
+
+
+def _plan_output_rings(fn, args, policy):
+    program = frontend.compile(fn, *args, policy=policy, compile_segments=False)
+    rings = {o.name: o.info.ring for o in program.plan.outputs}
+    return [rings[n] for n in program.output_names]
+
+
+# ---- a wrong rule is caught -------------------------------------------------------------------------
+
+
+def _exp_in_low_ring(real_op_ring):
+    """A broken rule: every exp runs in the policy's FXP32 ring."""
+
+    def broken(policy, scope, defined, operands=()):
+        if scope.endswith("/exp") or scope == "exp":
+            return policy.low
+        return real_op_ring(policy, scope, defined, operands)
+
+    return broken
+
+
+def test_an_op_moved_to_the_other_ring_by_the_compiler_is_caught(monkeypatch):
+    annotate = importlib.import_module("passes.annotate_rings")  # the package re-exports a function of that name
+
+    fn, args, policy = case("fori_loop")
+    monkeypatch.setattr(annotate, "op_ring", _exp_in_low_ring(annotate.op_ring))
+    c_rings, _ = compiler_view(fn, *args, policy=policy)
+    monkeypatch.undo()
+    i_rings, _ = interpreter_view(fn, *args, policy=policy)
+    assert [m[0] for m in ring_mismatches(c_rings, i_rings)] == ["exp"]
+
+
+def test_an_op_moved_to_the_other_ring_by_the_interpreter_is_caught(monkeypatch):
+    name = "fori_loop"
+    fn, args, policy = case(name)
+    s1, s2 = secure_runs(name)
+    monkeypatch.setattr(interpreter, "op_ring", _exp_in_low_ring(interpreter.op_ring))
+    i_rings, _ = interpreter_view(fn, *args, policy=policy)
+    wrong = _leaves(emulate(fn, policy).evaluate(*args))
+    monkeypatch.undo()
+    c_rings, _ = compiler_view(fn, *args, policy=policy)
+    assert [m[0] for m in ring_mismatches(c_rings, i_rings)] == ["exp"]
+    # ... and the values leave the noise floor
+    assert rel_l2(wrong[0], s1[0]) > 2 * rel_l2(s2[0], s1[0])
+
+
+def test_consistency_module_names_the_scope_of_a_mismatch():
+    a = [("x/exp", RingSpec.parse("FXP64[f=18]")), ("x/add", RingSpec.parse("FXP32[f=8]"))]
+    b = [("x/exp", RingSpec.parse("FXP32[f=8]")), ("x/add", RingSpec.parse("FXP32[f=8]"))]
+    assert consistency.ring_mismatches(a, b) == [("x/exp", ["FXP64[f=18]"], ["FXP32[f=8]"])]
