@@ -1,30 +1,14 @@
-"""The fixed-point emulator: what the rings compute for a policy, in plaintext JAX.
+"""The fixed-point emulator: the checked view of THE fixed-point semantics.
 
-``emulate(fn, policy)`` traces ``fn`` to a jaxpr and re-evaluates it equation by equation
-in float64, giving every floating value the ring the compiler would give it and applying
-that ring's arithmetic (see :mod:`.fxp` for the arithmetic and what is modelled of SPU):
-
-* rings are assigned by the compiler's rule (``passes.annotate_rings``): an op runs in the
-  widest of ``policy.ring_for(dtype, scope)`` over its float results, where ``scope`` is
-  the jax name stack plus the primitive name (``.../attention/self/query/dot_general``,
-  nested ``jit``\\ s as ``jit(name)``: the same string the StableHLO locations carry);
-  ops defining no float take the widest ring of their float operands; function arguments
-  take ``policy.ring_for(dtype, argument path)``;
-* an operand living in another ring is cast first, as the compiler's cast steps do:
-  up-casts and rescales to more fraction bits are exact, down-casts and rescales to fewer
-  round to the destination grid (the kernels are within ±1.5 ulp; modelled as nearest);
-  the cast result is checked against the destination ring;
-* public constants (literals, constants, ops on constants only) are computed exactly and
-  encoded, toward zero, in the ring of the op using them;
-* inputs are encoded by rounding; additions, comparisons, max, reshapes, selects ... are
-  exact; products and dot products are exact at scale 2^(2f), checked against
-  2^(l−2) (``product`` records), optionally wrapped mod 2^l, then truncated;
-* exp, division, reciprocal, rsqrt and sqrt follow SPU's algorithms; other
-  transcendental primitives (tanh, log, erf, logistic, sin, ...) are computed exactly and
-  rounded (listed in ``report.exact_ops``). SPU 0.9.5's tanh is NOT modelled: it differs
-  from the exact tanh by up to ~5e-3 on [−5, 5] (measured), and from the clamp + Padé form
-  of later SPU versions too;
-* every float result is checked against its ring's safe range ``|v|·2^f < 2^(l−2)``.
+``emulate(fn, policy)`` traces ``fn`` to a jaxpr and evaluates it with the interpreter of
+:mod:`ditto_spu.semantics.interpreter` (the one the training model runs too) in its
+checked float64 arithmetic (:class:`~ditto_spu.semantics.arith.CheckedArithmetic`). What
+is modelled — the compiler's ring per op (including loops and branches, which compute in
+one ring), the cast kernels' and the FXP32 matmul kernel's own emulations, SPU's rewrites
+and its algorithms for exp / division / rsqrt / sqrt / tanh / logistic / log / erf — is
+documented there, once; :func:`ditto_spu.semantics.consistency.compiler_view` /
+``interpreter_view`` compare the rings op by op. This module adds the emulator's
+services around it:
 
 Overflow handling (``EmulatorOptions.mode``): ``"wrap"`` (default) reduces values and
 products (at scale 2^(2f), before truncation) modulo 2^l like the ring does, so the output
@@ -34,13 +18,10 @@ truncation may in addition be off by a multiple of 2^(l−f): such results are g
 way); ``"raise"`` raises
 :class:`RingOverflowError` naming the scope, value and limit; ``"record"`` keeps exact
 values (an unbounded ring) and only records. In every mode the per-scope maxima are
-accumulated in ``emulated.report`` (:class:`~.report.RangeReport`).
-
-Control flow: ``pjit`` / ``closed_call`` / ``custom_jvp_call`` / ``custom_vjp_call`` /
-``remat`` are entered (their scopes extend the name stack like the lowering does);
-``cond`` evaluates every branch and selects (what SPU does with a secret predicate);
-``scan`` is unrolled; ``while`` runs as a ``lax.while_loop`` whose body is emulated but not
-recorded (its scopes are listed in ``report.unrecorded``).
+accumulated in ``emulated.report`` (:class:`~ditto_spu.semantics.report.RangeReport`);
+records inside ``while`` loops cannot leave the loop (their scopes are listed in
+``report.unrecorded``), and transcendentals with no SPU model are listed in
+``report.exact_ops``.
 
 Gradients: ``emulated(*args)`` is differentiable (``jax.grad`` works through it, jitted or
 not). Every quantization is straight-through (forward: the ring value; backward: the
