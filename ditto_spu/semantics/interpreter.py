@@ -23,7 +23,8 @@ compiler's decisions equation by equation:
 * **SPU's rewrites and algorithms**: ``x / broadcast(y)`` → ``x · broadcast(1/y)`` (the
   compiler option our segments set), division by a public constant as a product with its
   encoded inverse, and exp / division / reciprocal / rsqrt / sqrt / tanh / logistic / log
-  / erf by SPU's own algorithms (:class:`~.fxp.Fxp`); a transcendental with no model is
+  / log1p / erf / expm1 / sin / cos / atan2 / pow by SPU's own algorithms
+  (:data:`SPU_ALGORITHMS`, models in :class:`~.fxp.Fxp`); any other transcendental is
   computed exactly and rounded, and listed in :attr:`Interpreter.exact_ops`.
 
 Public constants (literals, captured constants, ops on constants only) are computed
@@ -90,8 +91,24 @@ _EXACT_PRIMS = {
     "convert_element_type", "reduce_precision", "bitcast_convert_type", "split",
 }
 
-# Unary ops SPU approximates with an algorithm of its own, modelled by Fxp.<name>.
-_SPU_UNARY = ("exp", "rsqrt", "sqrt", "tanh", "logistic", "log", "log1p", "erf")
+# Ops SPU computes with an algorithm of its own: (Fxp of the ring, operands, SpuSemantics)
+# -> SPU's result (models in :mod:`.fxp`, each checked against secure runs in
+# tests/semantics/test_spu_algorithms.py).
+SPU_ALGORITHMS = {
+    "exp": lambda F, xs, s: F.exp_taylor(xs[0], s.exp_iters),
+    "rsqrt": lambda F, xs, s: F.rsqrt(xs[0]),
+    "sqrt": lambda F, xs, s: F.sqrt(xs[0]),
+    "tanh": lambda F, xs, s: F.tanh(xs[0]),
+    "logistic": lambda F, xs, s: F.logistic(xs[0], s.exp_iters, s.div_iters),
+    "log": lambda F, xs, s: F.log(xs[0]),
+    "log1p": lambda F, xs, s: F.log1p(xs[0]),
+    "erf": lambda F, xs, s: F.erf(xs[0], s.div_iters),
+    "expm1": lambda F, xs, s: F.expm1(xs[0], s.exp_iters),
+    "sin": lambda F, xs, s: F.sin(xs[0]),
+    "cos": lambda F, xs, s: F.cos(xs[0]),
+    "atan2": lambda F, xs, s: F.atan2(xs[0], xs[1], s.div_iters),
+    "pow": lambda F, xs, s: F.pow(xs[0], xs[1]),
+}
 
 _PRODUCTS = ("mul", "dot_general", "square")
 
@@ -278,8 +295,8 @@ class Interpreter:
             return [self._integer_pow(xs[0], eqn.params["y"], ring, scope)]
         if prim == "div":
             return [self._div(eqn, xs, invals, ring, scope, producers)]
-        if prim in _SPU_UNARY and self.spu.nonlinear == "spu" and hasattr(F, _fxp_method(prim)):
-            out = self._spu_unary(F, prim, xs[0])
+        if prim in SPU_ALGORITHMS and self.spu.nonlinear == "spu":
+            out = SPU_ALGORITHMS[prim](F, xs, self.spu)
             if prim == "exp":
                 a._record(scope, ring, "product", out)  # the last squaring, before truncation
             return [out]
@@ -287,14 +304,6 @@ class Interpreter:
             self.exact_ops.add(prim)
             return [F.q(o) if is_float(o.dtype) else o for o in self._bind(eqn, xs)]
         return self._bind(eqn, xs)
-
-    def _spu_unary(self, F, prim, x):
-        method = getattr(F, _fxp_method(prim))
-        if prim == "exp":
-            return method(x, self.spu.exp_iters)
-        if prim in ("tanh", "logistic", "log", "log1p", "erf"):
-            return _call_with_iters(method, x, self.spu)
-        return method(x)
 
     def _kernel_selected(self, eqn, invals, ring) -> bool:
         if not self.spu.kernels:
@@ -442,20 +451,3 @@ class Interpreter:
         finally:
             self.arith.recording = was
         return wrapv(out)
-
-
-def _fxp_method(prim: str) -> str:
-    return "exp_taylor" if prim == "exp" else prim
-
-
-def _call_with_iters(method, x, spu: SpuSemantics):
-    """Call an Fxp model with the SPU iteration counts it declares (exp / division)."""
-    import inspect
-
-    params = inspect.signature(method).parameters
-    kw = {}
-    if "exp_iters" in params:
-        kw["exp_iters"] = spu.exp_iters
-    if "div_iters" in params:
-        kw["div_iters"] = spu.div_iters
-    return method(x, **kw)
