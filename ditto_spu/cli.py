@@ -132,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_casts)
 
-    p = sub.add_parser("demo", help="the main demonstration: secure MiniLM inference in ditto mode")
+    p = sub.add_parser("demo", help="the main demonstration: secure MiniLM inference, correct with stock "
+                       "weights (ditto-puma), against puma from the same run")
     p.add_argument("--small", action="store_true", help="the small hand-built mixed-ring plan instead")
-    p.add_argument("--student", default=None, help="a distilled student (model directory from `ditto-spu distill`)")
-    p.add_argument("--policy", default=None, help="precision policy calibrated for that student")
+    p.add_argument("--student", default=None, help="a distilled student (model directory from `ditto-spu distill`): "
+                   "run it in ditto mode instead of the stock weights in ditto-puma mode")
+    p.add_argument("--policy", default=None, help="precision policy (default: the shipped MiniLM policy of the mode)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_demo)
 

@@ -19,8 +19,11 @@ automatically with the same settings), ``student/`` (a HF model directory that
 ``load_model`` and the secure path take unchanged) and ``distill.json`` (summary).
 
 ``eval`` compares on held-out data: sentence embeddings → mean cosine similarity of the
-student vs the FP32 teacher, BEFORE (the teacher's weights under the mode) and AFTER QAD
-(the student's), evaluated by the reference fixed-point emulator by default; GLUE → the
+student vs the FP32 teacher, and the semantic-search metrics (top-1 neighbour agreement
+among the held-out sentences, Spearman correlation of their pairwise similarities; see
+``ditto_spu.metrics.embedding_task_metrics``), BEFORE (the teacher's weights under the
+mode) and AFTER QAD (the student's), evaluated by the reference fixed-point emulator by
+default; GLUE → the
 task metric (accuracy / Matthews / F1) of teacher, before and after; a GPT-2 teacher →
 next-token perplexity of teacher, before and after on the held-out text. With the
 emulator, the report also gives the smallest FXP32 headroom the student's values reached
@@ -114,6 +117,35 @@ def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None, w
     )
 
 
+def _task_metrics(ref, judged: dict, prefix: str = "") -> dict:
+    """Semantic-search metrics of each judged set of embeddings vs the teacher's ``ref``:
+    ``{prefix}neighbour_agreement_{key}`` and ``{prefix}similarity_spearman_{key}``
+    (None, with a note on stderr, when they are undefined: fewer than 3 sentences,
+    non-finite embeddings)."""
+    from .metrics import embedding_task_metrics
+
+    out = {}
+    for key, emb in judged.items():
+        try:
+            m = embedding_task_metrics(emb, ref)
+        except ValueError as e:
+            print(f"neighbour metrics ({key}) not computed: {e}", file=sys.stderr)
+            m = {"top1_neighbour_agreement": None, "similarity_spearman": None}
+        out[f"{prefix}neighbour_agreement_{key}"] = m["top1_neighbour_agreement"]
+        out[f"{prefix}similarity_spearman_{key}"] = m["similarity_spearman"]
+    return out
+
+
+def _print_embedding_summary(n: int, cosine: tuple, agreement: tuple, spearman: tuple) -> None:
+    """One human-readable line (stderr; stdout stays JSON): before → after vs the FP32 teacher."""
+    def f(pair, digits):
+        return " → ".join("n/a" if v is None else f"{v:.{digits}f}" for v in pair)
+
+    print(f"held-out embeddings vs FP32 teacher, {n} sentences, before → after QAD: "
+          f"mean cosine {f(cosine, 4)}; top-1 neighbour agreement {f(agreement, 3)}; "
+          f"pairwise-similarity Spearman {f(spearman, 4)}", file=sys.stderr)
+
+
 def _split_steps(args) -> tuple[int, int]:
     s1 = args.stage1_steps
     s2 = args.stage2_steps
@@ -175,7 +207,13 @@ def cmd_distill(args) -> int:
         summary["held_out_cosine_before"] = float(cosine_similarity(t, before).mean())
         summary["held_out_cosine_at_start"] = float(cosine_similarity(t, start).mean())
         summary["held_out_cosine_after"] = float(cosine_similarity(t, after).mean())
+        summary.update(_task_metrics(t, {"before": before, "after": after}, prefix="held_out_"))
         summary["held_out_cosine_backend"] = args.backend
+        _print_embedding_summary(len(held), (summary["held_out_cosine_before"], summary["held_out_cosine_after"]),
+                                 (summary["held_out_neighbour_agreement_before"],
+                                  summary["held_out_neighbour_agreement_after"]),
+                                 (summary["held_out_similarity_spearman_before"],
+                                  summary["held_out_similarity_spearman_after"]))
     if cfg.backend == "fast":
         # the secure run computes what the emulation does only while every value fits its ring
         head = distiller.range_headroom(result.params, held)
@@ -218,7 +256,7 @@ def _range_report(report: dict, ev, emulated) -> None:
 
 def _secure_check(args, student, teacher, data, kind) -> dict:
     """Run the student on the first ``args.secure`` held-out texts in the 3-party simulation:
-    secure output vs its emulation and vs the FP32 teacher (cosine per text)."""
+    secure output vs its emulation (cosine and relative L2 per text) and vs the FP32 teacher."""
     import numpy as np
 
     from .data import builtin_corpus, read_text, train_held_out_split
@@ -227,19 +265,23 @@ def _secure_check(args, student, teacher, data, kind) -> dict:
     if kind != "embedding" or data["kind"] == "glue":
         raise SystemExit("--secure checks sentence-embedding students on unlabeled text (builtin or a file)")
     texts = builtin_corpus().held_out if data["kind"] == "builtin" else train_held_out_split(read_text(data["path"]))[1]
-    emu, fp32, walls = [], [], []
+    emu, rel, fp32, walls = [], [], [], []
     for text in list(texts)[: args.secure]:
         r = secure_inference(student, args.mode, text, seq_len=args.seq_len, policy=args.policy,
                              model_name=args.teacher, reference_model=teacher)
         emu.append(r.cosine_emulation)
+        rel.append(r.rel_l2_emulation)
         fp32.append(r.cosine_fp32)
         walls.append(r.wall_s)
-        print(f"secure run {len(emu)}/{args.secure}: vs emulation {emu[-1]:.6f}, vs FP32 teacher {fp32[-1]:.4f}, "
+        print(f"secure run {len(emu)}/{args.secure}: vs emulation cosine {emu[-1]:.6f} / relative L2 {rel[-1]:.2e}, "
+              f"vs FP32 teacher {fp32[-1]:.4f}, "
               f"{walls[-1]:.1f} s", file=sys.stderr)
     return {
         "secure_examples": len(emu),
         "secure_vs_emulation_min": float(np.min(emu)),
         "secure_vs_emulation_mean": float(np.mean(emu)),
+        "secure_vs_emulation_rel_l2_max": float(np.max(rel)),
+        "secure_vs_emulation_rel_l2_mean": float(np.mean(rel)),
         "secure_vs_fp32_teacher_mean": float(np.mean(fp32)),
         "secure_wall_s_mean": float(np.mean(walls)),
     }
@@ -291,6 +333,10 @@ def cmd_eval(args) -> int:
         cb, ca = cosine_similarity(ref, before), cosine_similarity(ref, after)
         report.update(cosine_before=float(cb.mean()), cosine_after=float(ca.mean()),
                       cosine_before_min=float(cb.min()), cosine_after_min=float(ca.min()))
+        report.update(_task_metrics(ref, {"before": before, "after": after}))
+        _print_embedding_summary(len(held), (report["cosine_before"], report["cosine_after"]),
+                                 (report["neighbour_agreement_before"], report["neighbour_agreement_after"]),
+                                 (report["similarity_spearman_before"], report["similarity_spearman_after"]))
     elif kind == "classification":
         from .data import glue_task
 
@@ -345,7 +391,7 @@ def add_parsers(subparsers) -> None:
                         "(unlabeled text: more contexts than the sentences alone; default 0)")
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples")
     p.add_argument("--max-held-out", type=int, default=None)
-    p.add_argument("--skip-eval", action="store_true", help="no held-out cosine at the end")
+    p.add_argument("--skip-eval", action="store_true", help="no held-out cosine / neighbour metrics at the end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_distill)
 

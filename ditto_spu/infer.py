@@ -37,6 +37,7 @@ class InferenceResult:
     casts: int
     rings: list
     stats: object = None
+    rel_l2_emulation: float | None = None  # ||secure − emulation|| / ||emulation||
 
     def summary(self) -> dict:
         return {
@@ -48,6 +49,7 @@ class InferenceResult:
             "output_shape": list(self.output.shape),
             "cosine_fp32": self.cosine_fp32,
             "cosine_emulation": self.cosine_emulation,
+            "rel_l2_emulation": self.rel_l2_emulation,
             "wall_s": self.wall_s,
             "compile_s": self.compile_s,
             "bytes_sent": self.bytes_sent,
@@ -62,6 +64,13 @@ def cosine(a, b) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
+
+
+def relative_l2(a, b) -> float:
+    """||a − b|| / ||b|| (blind to nothing cosine is blind to: a 2^k scale error shows)."""
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-300))
 
 
 def tokenize(model_name: str, model, text: str, seq_len: int):
@@ -166,7 +175,7 @@ def secure_inference(
         ),
         np.float64,
     )
-    cos_emulation = None
+    cos_emulation = rel_emulation = None
     if emulate:
         from .quant import emulate as emulate_fn
 
@@ -174,6 +183,7 @@ def secure_inference(
         emu = emulated.evaluate(params, x, mask)
         emu = emu[0] if isinstance(emu, (list, tuple)) else emu
         cos_emulation = cosine(secure, emu)
+        rel_emulation = relative_l2(secure, emu)
 
     plan = program.plan
     return InferenceResult(
@@ -193,4 +203,5 @@ def secure_inference(
         casts=len(plan.kernel_steps),
         rings=[str(r) for r in plan.rings],
         stats=stats,
+        rel_l2_emulation=rel_emulation,
     )

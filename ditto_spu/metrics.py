@@ -1,4 +1,6 @@
-"""Utility metrics: accuracy, Matthews correlation, F1, perplexity, cosine similarity.
+"""Utility metrics: accuracy, Matthews correlation, F1, perplexity, cosine similarity, and
+the semantic-search metrics of sentence embeddings (top-1 neighbour agreement, Spearman
+correlation of pairwise similarities) of a judged model against a reference.
 
 Definitions follow scikit-learn's (``accuracy_score``, ``matthews_corrcoef``, binary
 ``f1_score``) so numbers compare with published GLUE results; they are computed here with
@@ -105,6 +107,83 @@ def cosine_similarity(a, b, eps: float = 1e-12) -> np.ndarray:
     num = (a * b).sum(-1)
     den = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), eps)
     return num / den
+
+
+def _embedding_pair(emb, ref) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 ``(n, d)`` arrays of the same shape, ``n ≥ 3``, all finite."""
+    e = np.asarray(emb, np.float64)
+    r = np.asarray(ref, np.float64)
+    if e.ndim != 2 or r.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n_sentences, dim): got shapes {e.shape} and {r.shape}")
+    if e.shape != r.shape:
+        raise ValueError(f"embeddings and reference differ in shape: {e.shape} vs {r.shape}")
+    _check_neighbour_input(e)
+    _check_neighbour_input(r)
+    return e, r
+
+
+def _check_neighbour_input(e: np.ndarray) -> None:
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n_sentences, dim): got shape {e.shape}")
+    if e.shape[0] < 3:
+        raise ValueError(f"neighbour metrics need at least 3 sentences: got shape {e.shape}")
+    if not np.all(np.isfinite(e)):
+        raise ValueError(f"embeddings of shape {e.shape} contain NaN or infinite values")
+
+
+def pairwise_cosine_similarity(emb, eps: float = 1e-12) -> np.ndarray:
+    """``S[i, j]`` = cosine similarity of rows ``i`` and ``j`` of an ``(n, d)`` array
+    (float64; the same formula as :func:`cosine_similarity`, for all pairs at once)."""
+    e = np.asarray(emb, np.float64)
+    norms = np.linalg.norm(e, axis=-1)
+    return (e @ e.T) / np.maximum(np.outer(norms, norms), eps)
+
+
+def nearest_neighbours(emb) -> np.ndarray:
+    """For each row of an ``(n, d)`` array (``n ≥ 3``), the index of its nearest OTHER row
+    by cosine similarity (itself excluded; exact ties go to the lower index)."""
+    e = np.asarray(emb, np.float64)
+    _check_neighbour_input(e)
+    sim = pairwise_cosine_similarity(e)
+    np.fill_diagonal(sim, -np.inf)
+    return np.argmax(sim, axis=1)  # argmax returns the first (lowest) index of a tie
+
+
+def neighbour_agreement(emb, ref) -> float:
+    """Top-1 neighbour agreement: the fraction of sentences whose nearest other sentence
+    under ``emb`` (the judged model) is the one under ``ref`` (the reference, e.g. the
+    FP32 teacher). Both ``(n, d)`` with the same shape, ``n ≥ 3``."""
+    e, r = _embedding_pair(emb, ref)
+    return float(np.mean(nearest_neighbours(e) == nearest_neighbours(r)))
+
+
+def pairwise_similarity_spearman(emb, ref) -> float:
+    """Spearman rank correlation (``scipy.stats.spearmanr``: average ranks for ties) of
+    the cosine similarities of all pairs ``i < j`` under ``emb`` vs under ``ref``. NaN
+    when either set of similarities is constant (a rank correlation is then undefined)."""
+    from scipy.stats import spearmanr
+
+    e, r = _embedding_pair(emb, ref)
+    iu = np.triu_indices(e.shape[0], k=1)
+    a, b = pairwise_cosine_similarity(e)[iu], pairwise_cosine_similarity(r)[iu]
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def embedding_task_metrics(emb, ref) -> dict:
+    """The semantic-search view of how well ``emb`` (the judged model's ``(n, d)``
+    sentence embeddings) matches ``ref`` (the reference's, same sentences in the same
+    order): ``top1_neighbour_agreement`` (:func:`neighbour_agreement`),
+    ``similarity_spearman`` (:func:`pairwise_similarity_spearman`) and ``n_sentences``.
+    Raises ``ValueError`` (naming the shapes) for fewer than 3 sentences, mismatched
+    shapes or non-finite values."""
+    e, r = _embedding_pair(emb, ref)
+    return {
+        "top1_neighbour_agreement": neighbour_agreement(e, r),
+        "similarity_spearman": pairwise_similarity_spearman(e, r),
+        "n_sentences": int(e.shape[0]),
+    }
 
 
 #: GLUE task → its headline metric (name of a function above).

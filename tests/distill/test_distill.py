@@ -282,3 +282,39 @@ def test_student_sees_the_weights_the_secure_run_encodes(tiny, data):
     coarse = emulate(secure_forward(tiny, mode, output="mean_pooled", one_hot=False), None)
     other = np.asarray(coarse.evaluate(prepare_params(tiny.params, mode), ids, mask))
     assert np.abs(other - want).max() > 5 * 2e-3  # the weights' fraction bits do matter here
+
+
+def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
+    """``eval`` (and distill's held-out summary, same helper) report the semantic-search
+    metrics vs the FP32 teacher, before and after, in range; None on < 3 sentences. The
+    student: the tiny teacher's weights, perturbed (no distillation run: keeps this fast)."""
+    from ditto_spu import cli_distill
+    from ditto_spu.distill.trainer import save_student
+
+    teacher = load_model("tiny")  # what eval --teacher tiny loads (seed 0)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x) * (1 + 0.3 * rng.standard_normal(np.shape(x))), teacher.params)
+    save_student(teacher, params, tmp_path / "student")
+    argv = ["eval", "--teacher", "tiny", "--student", str(tmp_path / "student"), "--mode", "ditto", "--data",
+            "builtin", "--backend", "fast", "--seq-len", "12"]
+    rc = cli_distill.main(argv + ["--num", "5"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert rc == 0 and report["examples"] == 5 and "cosine_after" in report
+    for when in ("before", "after"):
+        assert report[f"neighbour_agreement_{when}"] in {k / 5 for k in range(6)}
+        assert -1 <= report[f"similarity_spearman_{when}"] <= 1
+    assert report["similarity_spearman_after"] != report["similarity_spearman_before"]
+    assert "top-1 neighbour agreement" in captured.err and "Spearman" in captured.err
+    rc = cli_distill.main(argv + ["--num", "2"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert rc == 0 and report["neighbour_agreement_after"] is None and report["similarity_spearman_after"] is None
+    assert "cosine_after" in report and "at least 3 sentences" in captured.err
+    # the keys distill's held-out summary gets
+    emb = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+    keys = cli_distill._task_metrics(emb, {"before": emb, "after": emb[::-1]}, prefix="held_out_")
+    assert keys["held_out_neighbour_agreement_before"] == 1.0
+    assert keys["held_out_similarity_spearman_before"] == pytest.approx(1.0)
+    assert set(keys) == {f"held_out_{m}_{w}" for m in ("neighbour_agreement", "similarity_spearman")
+                         for w in ("before", "after")}

@@ -33,3 +33,15 @@ def test_demo_json_is_accurate():
     out = json.loads(proc.stdout)
     assert out["relative_l2_error"] < 0.01
     assert len(out["bytes_sent"]) == 3
+
+
+def test_demo_quotes_qad_figures_from_the_shipped_results():
+    from ditto_spu.demo import qad_results
+
+    qad = qad_results()
+    for key in ("command", "student_dir", "held_out_cosine_mean", "held_out_cosine_min",
+                "held_out_sentences", "distill_minutes", "neighbour_agreement_after", "sources"):
+        assert key in qad, key
+    assert qad["command"].startswith("ditto-spu distill ")
+    assert -1 <= qad["held_out_cosine_min"] <= qad["held_out_cosine_mean"] <= 1
+    assert qad["held_out_sentences"] >= 100

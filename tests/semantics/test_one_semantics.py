@@ -8,7 +8,7 @@ For each function below:
 * emulator (float64, checked) vs training model (float32, jit): the same interpreter in
   two precisions. float32 holds FXP32 values exactly but rounds FXP64 products (24-bit
   mantissa), which can move a truncation by one ulp; that propagates. Bound: relative L2
-  ≤ 2e-3 and max error ≤ 1e-2 of the output's scale (measured: ≤ 3e-4 here);
+  ≤ 2e-3 and max error ≤ 1e-2 of the output's scale (measured: ≤ 1e-4 relative here);
 * emulator vs secure run: SPU's truncation is randomised, so two secure runs of the same
   input differ; that difference is the noise floor. The emulator (the truncation's mean)
   must be within 2× the floor in relative L2, and within 2× the floor + 4 in max error
@@ -102,7 +102,9 @@ def _bert():
     ids = rs.randint(0, model.config.vocab_size, (1, SEQ))
     mask = np.ones((1, SEQ), np.int32)
     mask[0, -3:] = 0
-    policy = Policy().with_override("layer/0", float16="FXP32[f=10]")
+    # Random weights (σ 0.02) make small activations: enough fraction bits keep the noise
+    # floor of SPU's truncation far below the effect of a wrong rule.
+    policy = Policy(low=RingSpec.parse("FXP32[f=13]")).with_override("layer/0", float16="FXP32[f=12]")
     return bert, (model.params, one_hot_ids(ids, model.config.vocab_size, np.float16), mask), policy
 
 
@@ -117,7 +119,7 @@ def _gpt2():
     rs = np.random.RandomState(2)
     ids = rs.randint(0, 1000, (1, SEQ))
     mask = np.ones((1, SEQ), np.int32)
-    return gpt2, (model.params, one_hot_ids(ids, 1000, np.float16), mask), None
+    return gpt2, (model.params, one_hot_ids(ids, 1000, np.float16), mask), Policy(low=RingSpec.parse("FXP32[f=12]"))
 
 
 CASES = {
@@ -244,8 +246,11 @@ def test_an_op_moved_to_the_other_ring_by_the_compiler_is_caught(monkeypatch):
     assert [m[0] for m in ring_mismatches(c_rings, i_rings)] == ["exp"]
 
 
-def test_an_op_moved_to_the_other_ring_by_the_interpreter_is_caught(monkeypatch):
-    name = "fori_loop"
+# In the BERT layer, exp at FXP32[f=13] instead of FXP64[f=18] stays within the noise floor
+# of the layer's output (measured: 0.0048 vs 0.0059): only the ring comparison catches it,
+# which is why the rings are compared op by op and not judged by values alone.
+@pytest.mark.parametrize("name,values_show_it", [("fori_loop", True), ("minilm_shaped_bert_1_layer", False)])
+def test_an_op_moved_to_the_other_ring_by_the_interpreter_is_caught(monkeypatch, name, values_show_it):
     fn, args, policy = case(name)
     s1, s2 = secure_runs(name)
     monkeypatch.setattr(interpreter, "op_ring", _exp_in_low_ring(interpreter.op_ring))
@@ -253,9 +258,9 @@ def test_an_op_moved_to_the_other_ring_by_the_interpreter_is_caught(monkeypatch)
     wrong = _leaves(emulate(fn, policy).evaluate(*args))
     monkeypatch.undo()
     c_rings, _ = compiler_view(fn, *args, policy=policy)
-    assert [m[0] for m in ring_mismatches(c_rings, i_rings)] == ["exp"]
-    # ... and the values leave the noise floor
-    assert rel_l2(wrong[0], s1[0]) > 2 * rel_l2(s2[0], s1[0])
+    assert [m[0].rsplit("/", 1)[-1] for m in ring_mismatches(c_rings, i_rings)] == ["exp"]
+    if values_show_it:  # ... and the values leave the noise floor
+        assert rel_l2(wrong[0], s1[0]) > 2 * rel_l2(s2[0], s1[0])
 
 
 def test_consistency_module_names_the_scope_of_a_mismatch():
