@@ -63,16 +63,30 @@ def _cmd_infer(args) -> int:
 
     from .infer import secure_inference
 
+    from .models.saved import model_directory, read_run_settings
+
+    # a distilled student runs in the mode and policy it was trained for, against its teacher
+    settings = None
+    if args.model and os.path.isdir(args.model):
+        args.model = str(model_directory(args.model))
+        settings = read_run_settings(args.model)
+    mode = args.mode or (settings.mode if settings else "ditto")
+    policy = args.policy or (settings.policy if settings else None)
     console = Console(stderr=True)
+    if settings:
+        console.print(f"{args.model}: mode {mode}, policy {'given' if args.policy else 'recorded'} "
+                      f"({settings.source}), compared with teacher {settings.teacher}")
     with console.status("starting") as status:
         result = secure_inference(
             args.model,
-            args.mode,
+            mode,
             args.text,
             seq_len=args.seq_len,
-            policy=args.policy,
+            policy=policy,
             emulate=not args.no_emulation,
             progress=lambda message: status.update(message),
+            reference_model=settings.teacher if settings and settings.teacher else None,
+            model_name=settings.teacher if settings and settings.teacher else None,
         )
     summary = result.summary()
     if args.json:
@@ -83,7 +97,8 @@ def _cmd_infer(args) -> int:
               f"{result.tokens} tokens (seq {result.seq_len}), output {result.output_kind} {list(result.output.shape)}")
     out.print(f"  cosine to plaintext FP32:      {result.cosine_fp32:.6f}")
     if result.cosine_emulation is not None:
-        out.print(f"  cosine to plaintext emulation: {result.cosine_emulation:.6f}")
+        out.print(f"  cosine to plaintext emulation: {result.cosine_emulation:.6f} "
+                  f"(relative L2 {result.rel_l2_emulation:.2e})")
     out.print(f"  wall {result.wall_s:.1f} s (compile {result.compile_s:.1f} s); bytes sent per party "
               f"{[f'{b / 1e6:.1f} MB' for b in result.bytes_sent]}; rounds <= {result.rounds}")
     out.print(f"  plan: {result.segments} SPU segments in {escape(', '.join(result.rings))}, {result.casts} ring casts")
@@ -144,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="one secure inference in simulation, compared with plaintext")
     p.add_argument("--model", default="minilm", help="minilm, bert-base, bert-large, gpt2-base, "
                    "gpt2-medium, tiny, tiny-gpt2, or a local checkpoint directory")
-    p.add_argument("--mode", default="ditto", help="puma, mpcformer, ditto, exact, or a mode JSON")
+    p.add_argument("--mode", default=None, help="puma, mpcformer, ditto, ditto-puma, ditto-2quad, exact, or a mode "
+                   "JSON (default: the mode a distilled student records, else ditto)")
     p.add_argument("--text", default="Secure inference keeps both the model and the input private.")
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--policy", default=None, help="precision policy JSON (e.g. from `ditto-spu calibrate`)")

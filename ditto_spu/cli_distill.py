@@ -160,6 +160,7 @@ def cmd_distill(args) -> int:
 
     from .distill.student import tokenizer_for
     from .distill.trainer import DistillConfig, Distiller, save_student, summarize
+    from .models.saved import write_run_settings
     from .metrics import cosine_similarity
 
     data = _parse_data(args.data)
@@ -229,18 +230,10 @@ def cmd_distill(args) -> int:
                   f"({', '.join(k for k, v in head.items() if v < 0)}): the secure run will wrap there. "
                   "Raise --range-weight or re-calibrate the policy for the student.", file=sys.stderr)
     save_student(model, result.params, out / "student", tokenizer, extra=summary)
+    write_run_settings(out / "student", cfg.mode, cfg.policy, teacher=args.teacher, seq_len=args.seq_len)
     (out / "distill.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(json.dumps(summary, indent=2, default=float))
     return 0
-
-
-def _student_dir(path: str) -> Path:
-    p = Path(path)
-    if (p / "student" / "config.json").exists():
-        return p / "student"
-    if (p / "config.json").exists():
-        return p
-    raise FileNotFoundError(f"{p}: neither a distill run directory (with student/) nor a model directory")
 
 
 def _range_report(report: dict, ev, emulated) -> None:
@@ -294,11 +287,17 @@ def cmd_eval(args) -> int:
     from .distill.trainer import DistillConfig, Distiller
     from .metrics import cosine_similarity, glue_metrics
     from .models import load_model
+    from .models.saved import model_directory, read_run_settings
 
     data = _parse_data(args.data)
     teacher = _load_teacher(args.teacher, data, args.seed)
     kind = _kind(teacher, data)
-    student_dir = _student_dir(args.student)
+    student_dir = model_directory(args.student)
+    settings = read_run_settings(student_dir)
+    if args.mode is None:
+        args.mode = settings.mode if settings else "ditto"
+    if args.policy is None and settings is not None:
+        args.policy = settings.policy
     task = "sequence-classification" if data["kind"] == "glue" else None
     student = load_model(str(student_dir), task=task)
     tokenizer = tokenizer_for(args.teacher, teacher)
@@ -398,8 +397,8 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("eval", help="student vs FP32 teacher on held-out data, before and after QAD")
     p.add_argument("--teacher", required=True)
     p.add_argument("--student", required=True, help="a distill run directory or a model directory")
-    p.add_argument("--mode", default="ditto")
-    p.add_argument("--policy", default=None)
+    p.add_argument("--mode", default=None, help="default: the mode the student records (ditto_spu.json), else ditto")
+    p.add_argument("--policy", default=None, help="default: the policy the student records, else the default policy")
     p.add_argument("--data", required=True, help="builtin | FILE | glue:TASK:DIR")
     p.add_argument("--backend", default="emulator", choices=("emulator", "fast", "plaintext"),
                    help="how the student is evaluated (default: the reference emulator)")

@@ -12,7 +12,8 @@ parties, in one run:
    and what distillation reaches, quoted from the results shipped with the package
    (``ditto_spu/results/qad_minilm_ditto.json``, written by the documented QAD run).
 
-``--student DIR`` runs a distilled student in ditto mode instead of step 1. With ``--small``:
+``--student DIR`` runs a distilled student (a model or ``distill`` run directory) instead of
+step 1, in the mode and policy it records (:mod:`ditto_spu.models.saved`). With ``--small``:
 the hand-built plan FXP32 matmul -> upcast -> FXP64 exp -> downcast -> FXP32 matmul, with
 every step's cost.
 """
@@ -69,8 +70,14 @@ def run_demo(args) -> int:
             return runs[label]
 
         if student:
-            main = run("student", student, "ditto", getattr(args, "policy", None) or QAD_POLICY,
-                       reference_model="minilm")
+            from .models.saved import model_directory, read_run_settings
+
+            student = str(model_directory(student))
+            settings = read_run_settings(student)
+            mode = settings.mode if settings else "ditto"
+            policy = getattr(args, "policy", None) or (settings.policy if settings else QAD_POLICY)
+            main = run("student", student, mode, policy,
+                       reference_model=(settings.teacher if settings and settings.teacher else "minilm"))
         else:
             main = run(STOCK_MODE, "minilm", STOCK_MODE, getattr(args, "policy", None) or STOCK_POLICY)
         puma = run("puma", "minilm", "puma", None, emulate=False)

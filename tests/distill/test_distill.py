@@ -161,6 +161,13 @@ def test_cli_distill_then_eval(tmp_path, capsys):
     assert (out / "student" / "flax_model.msgpack").exists() and (out / "checkpoint.msgpack").exists()
     student = load_model(str(out / "student"))  # loads like any model for the secure path
     assert student.config.num_hidden_layers == 2
+    # the student records how it must run: mode, policy (inline) and teacher
+    from ditto_spu.models.saved import read_run_settings
+    from ditto_spu.policy import Policy
+
+    settings = read_run_settings(out)
+    assert settings.mode == "ditto" and settings.teacher == "tiny" and settings.policy == Policy()
+    assert settings.source.endswith("ditto_spu.json")
     capsys.readouterr()
     rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
                            "--backend", "fast", "--num", "4", "--seq-len", "12"])
@@ -169,11 +176,12 @@ def test_cli_distill_then_eval(tmp_path, capsys):
     assert -1 <= report["cosine_before"] <= 1 and -1 <= report["cosine_after"] <= 1
     assert report["cosine_after"] != report["cosine_before"]
     # the secure check: the student's 3-party run against its emulation and the teacher
-    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
+    # (mode and policy taken from the student's directory)
+    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--data", "builtin",
                            "--num", "2", "--seq-len", "12", "--secure", "1"])
     report = json.loads(capsys.readouterr().out)
-    assert rc == 0 and report["secure_examples"] == 1
-    assert report["secure_vs_emulation_min"] > 0.999
+    assert rc == 0 and report["secure_examples"] == 1 and report["mode"] == "ditto"
+    assert report["secure_vs_emulation_min"] > 0.999 and report["secure_vs_emulation_rel_l2_max"] < 0.05
     assert report["after_fxp32_overflowing_scopes"] == []
 
 
