@@ -26,14 +26,14 @@ from importlib import resources
 
 import numpy as np
 
+from .configs_dir import config_path
 from .errors import DittoError
 
 DEMO_TEXT = "The three servers compute the answer without ever seeing the sentence or the model."
 DEMO_SEQ_LEN = 32
-_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 STOCK_MODE = "ditto-puma"
-STOCK_POLICY = os.path.join(_CONFIGS, "policy_minilm_ditto_puma.json")
-QAD_POLICY = os.path.join(_CONFIGS, "policy_minilm_ditto.json")
+STOCK_POLICY = str(config_path("policy_minilm_ditto_puma.json"))
+QAD_POLICY = str(config_path("policy_minilm_ditto.json"))
 QAD_RESULTS = "qad_minilm_ditto.json"
 
 

@@ -211,8 +211,9 @@ def load_policy(spec) -> Policy:
         return spec
     path = str(spec)
     if not os.path.exists(path):
-        here = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
-        candidate = os.path.join(here, f"policy_{path}.json")
+        from .configs_dir import configs_dir
+
+        candidate = os.path.join(configs_dir(), f"policy_{path}.json")
         if os.path.exists(candidate):
             path = candidate
         else:

@@ -33,9 +33,10 @@ from typing import Optional, Union
 import jax.numpy as jnp
 
 from ..approx import GELUS, SOFTMAXES
+from ..configs_dir import configs_dir
 
 #: Where the named modes live: <repo>/configs/modes/<name>.json.
-MODES_DIR = Path(__file__).resolve().parents[2] / "configs" / "modes"
+MODES_DIR = configs_dir() / "modes"
 
 _LOW_DTYPES = ("float16", "bfloat16")
 _HIGH_DTYPES = ("float32",)
