@@ -11,7 +11,9 @@ Shape (see configs/3pc.json)::
       "rings": {"low": "FXP32[f=10]", "high": "FXP64[f=18]"},
       "spu": {"fxp_exp_iters": 5, ...SpuOptions fields...},
       "policy": "policy_default.json",        # path relative to the config, or inline
-      "authkey_env": "DITTO_SPU_AUTHKEY"      # control-channel key, read from the env
+      "authkey_env": "DITTO_SPU_AUTHKEY",     # control-channel key, read from the env
+                                              # (required unless every address is loopback)
+      "max_message_mb": 8192                  # largest control message accepted
     }
 
 :func:`load_config` validates it against :data:`SCHEMA` (jsonschema) and turns every
@@ -86,6 +88,7 @@ SCHEMA = {
         "policy": {"type": ["string", "object", "null"]},
         "authkey_env": {"type": "string"},
         "job_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "max_message_mb": {"type": "number", "exclusiveMinimum": 0},
     },
 }
 
@@ -132,6 +135,20 @@ class DeploymentConfig:
     authkey_env: str
     job_timeout_s: float
     raw: dict
+    max_message_mb: float = 8192.0  # largest control message a node or driver accepts
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * (1 << 20))
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether every address of the deployment is on this machine's loopback."""
+        return all(
+            _is_loopback(addr.rsplit(":", 1)[0].strip("[]"))
+            for n in self.nodes
+            for addr in (n.link_address, n.control_address)
+        )
 
     @property
     def digest(self) -> str:
@@ -139,11 +156,21 @@ class DeploymentConfig:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
 
     def authkey(self) -> bytes:
+        """The control channel's key, from the environment variable ``authkey_env``. A
+        public default exists only for deployments whose addresses are all loopback (one
+        machine); any other deployment refuses to start without a key of its own."""
         key = os.environ.get(self.authkey_env)
-        if not key:
-            # A fixed, public default keeps local runs simple; real deployments set the env.
-            return b"ditto-spu-local-authkey"
-        return key.encode()
+        if key:
+            if len(key) < 16:
+                raise ConfigError(f"{self.path}: the key in ${self.authkey_env} is shorter than 16 characters")
+            return key.encode()
+        if not self.loopback_only:
+            raise ConfigError(
+                f"{self.path}: nodes listen on non-loopback addresses, so the control channel needs a "
+                f"secret key: set ${self.authkey_env} (the same value on every node and the driver, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        return b"ditto-spu-loopback-only-authkey"
 
     def link_desc(self):
         """The SPU brpc link description for the three nodes."""
@@ -249,4 +276,16 @@ def parse_config(raw: dict, path: str = "<config>") -> DeploymentConfig:
         authkey_env=raw.get("authkey_env", "DITTO_SPU_AUTHKEY"),
         job_timeout_s=float(raw.get("job_timeout_s", 3600)),
         raw=raw,
+        max_message_mb=float(raw.get("max_message_mb", 8192)),
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

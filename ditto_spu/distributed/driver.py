@@ -18,6 +18,9 @@ from ..shares import reconstruct
 from ..simulation import share_plan_inputs
 from ..stats import RunStats
 from .config import DeploymentConfig
+from .wire import WireError, recv_message, send_message
+
+_SMALL = 1 << 20  # replies other than results are small
 
 
 def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
@@ -41,8 +44,8 @@ def ping(config: DeploymentConfig, timeout_s: float = 10.0, ranks=(0, 1, 2)) -> 
     answers = []
     for rank in ranks:
         with _connect(config, rank, timeout_s) as conn:
-            conn.send({"type": "hello"})
-            answers.append(conn.recv())
+            send_message(conn, {"type": "hello"})
+            answers.append(recv_message(conn, max_bytes=_SMALL, expected_types={"hello", "error"}))
     return answers
 
 
@@ -50,8 +53,8 @@ def shutdown(config: DeploymentConfig, timeout_s: float = 5.0) -> None:
     for rank in range(3):
         try:
             with _connect(config, rank, timeout_s) as conn:
-                conn.send({"type": "shutdown"})
-                conn.recv()
+                send_message(conn, {"type": "shutdown"})
+                recv_message(conn, max_bytes=_SMALL, expected_types={"bye"})
         except (DittoError, EOFError, OSError):
             pass
 
@@ -73,7 +76,8 @@ def run_plan(
     t0 = time.perf_counter()
     try:
         for rank, conn in enumerate(conns):
-            conn.send(
+            send_message(
+                conn,
                 {
                     "type": "run",
                     "rank": rank,
@@ -81,7 +85,7 @@ def run_plan(
                     "plan": plan_bytes,
                     "inputs": per_party[rank],
                     "checked": checked,
-                }
+                },
             )
         results = _collect(config, conns, t0)
     finally:
@@ -106,7 +110,10 @@ def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
         for conn in wait(list(pending), timeout=1.0):
             rank = pending.pop(conn)
             try:
-                msg = conn.recv()
+                msg = recv_message(conn, max_bytes=config.max_message_bytes, expected_types={"result", "error"})
+            except WireError as e:
+                _abort(pending, f"node {rank} sent a malformed reply")
+                raise DittoError(f"node {rank} ({config.nodes[rank].control_address}) sent a malformed reply: {e}") from None
             except (EOFError, OSError):
                 _abort(pending, f"node {rank} died")
                 raise DittoError(
@@ -123,7 +130,7 @@ def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
 def _abort(pending: dict, reason: str) -> None:
     for conn in list(pending):
         try:
-            conn.send({"type": "abort", "reason": reason})
+            send_message(conn, {"type": "abort", "reason": reason})
         except OSError:
             pass
 

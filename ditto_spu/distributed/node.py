@@ -1,7 +1,9 @@
 """A party process: ``ditto-spu node --config configs/3pc.json --rank i``.
 
-The node listens on its control address for jobs from the driver. A job carries a Plan
-and this node's input shares (never a plaintext); the node opens the SPU brpc link to
+The node listens on its control address for jobs from the driver. Messages follow the
+schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a malformed,
+oversize or unauthenticated one is logged and dropped, and the node keeps serving. A job
+carries a Plan and this node's input shares (never a plaintext); the node opens the SPU brpc link to
 the other two nodes, runs the plan through the same PartyRuntime as the simulator, and
 returns its output shares to the driver (the client, who alone reconstructs them).
 
@@ -25,6 +27,11 @@ from multiprocessing.connection import Listener
 
 from ..errors import DittoError
 from .config import ConfigError, DeploymentConfig
+from .wire import WireError, recv_message, send_message
+
+# What a node accepts from the driver, and when.
+REQUESTS = {"hello", "shutdown", "run"}
+DURING_JOB = {"abort"}
 
 EXIT_JOB_FAILED = 1
 
@@ -74,14 +81,17 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -
                 continue
             with conn:
                 try:
-                    msg = conn.recv()
+                    msg = recv_message(conn, max_bytes=config.max_message_bytes, expected_types=REQUESTS)
                 except EOFError:
                     continue
-                kind = msg.get("type") if isinstance(msg, dict) else None
+                except (WireError, OSError) as e:
+                    _log(rank, f"dropped a malformed control message: {e}")
+                    continue
+                kind = msg["type"]
                 if kind == "hello":
-                    conn.send({"type": "hello", "rank": rank, "id": node.id, "digest": config.digest})
+                    send_message(conn, {"type": "hello", "rank": rank, "id": node.id, "digest": config.digest})
                 elif kind == "shutdown":
-                    conn.send({"type": "bye"})
+                    send_message(conn, {"type": "bye"})
                     _log(rank, "shutting down")
                     return 0
                 elif kind == "run":
@@ -89,14 +99,13 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -
                     status = _serve_job(config, rank, conn, msg)
                     if status != 0:
                         return status
-                else:
-                    conn.send({"type": "error", "rank": rank, "message": f"unknown request {kind!r}"})
     return 0
 
 
 def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
     if msg.get("digest") != config.digest:
-        conn.send(
+        send_message(
+            conn,
             {
                 "type": "error",
                 "rank": rank,
@@ -106,7 +115,8 @@ def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
         )
         return 0
     if msg.get("rank") != rank:
-        conn.send(
+        send_message(
+            conn,
             {
                 "type": "error",
                 "rank": rank,
@@ -122,20 +132,22 @@ def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
         worker.join(0.2)
         if conn.poll(0):
             try:
-                request = conn.recv()
+                request = recv_message(conn, max_bytes=1 << 20, expected_types=DURING_JOB)
             except EOFError:
                 request = {"type": "abort", "reason": "the driver disconnected"}
+            except (WireError, OSError) as e:
+                request = {"type": "abort", "reason": f"malformed message during the job ({e})"}
             if request.get("type") == "abort":
                 _log(rank, f"job aborted: {request.get('reason', 'by the driver')}; exiting")
                 _hard_exit(EXIT_JOB_FAILED)
     if "error" in result:
         _log(rank, f"job failed: {result['error']}")
         try:
-            conn.send({"type": "error", "rank": rank, "message": result["error"]})
+            send_message(conn, {"type": "error", "rank": rank, "message": result["error"]})
         except OSError:
             pass
         _hard_exit(EXIT_JOB_FAILED)
-    conn.send({"type": "result", "rank": rank, **result["value"]})
+    send_message(conn, {"type": "result", "rank": rank, **result["value"]})
     _log(rank, f"job done in {result['value']['wall_s']:.2f} s")
     return 0
 
@@ -147,6 +159,8 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
         from ..plan import Plan
         from ..runtime import PartyRuntime
 
+        if not isinstance(msg.get("plan"), bytes) or not isinstance(msg.get("inputs"), dict):
+            raise DittoError(f"node {rank}: a run request needs 'plan' (bytes) and 'inputs' (shares by name)")
         plan = Plan.from_bytes(msg["plan"])
         t0 = time.perf_counter()
         try:
