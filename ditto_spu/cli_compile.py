@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
+
+from .errors import DittoError
 
 # Cost per element when no kernel is registered for a pair (all parties together).
 _FALLBACK_BITS = {("FM32", "FM64"): 384, ("FM64", "FM32"): 0}
@@ -67,8 +70,6 @@ def load_function(spec: str):
     if not module_name or not attr:
         raise ValueError(f"expected module:function or file.py:function, got {spec!r}")
     if module_name.endswith(".py"):
-        import importlib.util
-
         name = os.path.splitext(os.path.basename(module_name))[0]
         spec_obj = importlib.util.spec_from_file_location(name, module_name)
         if spec_obj is None:
@@ -78,8 +79,16 @@ def load_function(spec: str):
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
-        obj = importlib.import_module(module_name)
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise DittoError(
+                f"cannot import {module_name!r} for {spec!r} ({e}); give module:function with the module "
+                "importable from the current directory, or path/to/file.py:function"
+            ) from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DittoError(f"{spec!r}: {module_name} has no attribute {part!r}")
         obj = getattr(obj, part)
     return obj
 

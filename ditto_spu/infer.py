@@ -18,6 +18,8 @@ import zlib
 
 import numpy as np
 
+from .errors import DittoError
+
 
 @dataclasses.dataclass
 class InferenceResult:
@@ -71,6 +73,19 @@ def relative_l2(a, b) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-300))
+
+
+def check_seq_len(model, seq_len) -> None:
+    """DittoError unless 1 ≤ seq_len ≤ the model's position embeddings."""
+    cfg = model.config
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise DittoError(f"seq_len must be a positive integer, got {seq_len!r}")
+    if limit is not None and seq_len > limit:
+        raise DittoError(
+            f"seq_len {seq_len} exceeds the model's {limit} positions ({type(model).__name__}); "
+            f"use --seq-len {limit} or less"
+        )
 
 
 def tokenize(model_name: str, model, text: str, seq_len: int):
@@ -142,6 +157,7 @@ def secure_inference(
         step(f"loading {model}")
         model = load_model(model)
     model_name = model_name or type(model).__name__
+    check_seq_len(model, seq_len)
     mode_obj = load_mode(mode)
     policy = load_policy(policy)
     output = output or _default_output(model)

@@ -35,9 +35,9 @@ class StepStats:
     kind: str  # "segment" or the kernel's name
     ring: str  # ring of a segment, "SRC->DST" for a cast
     wall_s: float
-    bytes_sent: int
-    bytes_received: int
-    rounds: int  # kernel rounds; for SPU segments: send actions (an upper bound on rounds)
+    bytes_sent: int | None  # None: not measured (SPU profiling off)
+    bytes_received: int | None
+    rounds: int | None  # kernel rounds; for SPU segments: send actions (an upper bound on rounds)
     elements: int = 0
     ops: list = dataclasses.field(default_factory=list)  # per-op profile of a segment
 
@@ -190,9 +190,14 @@ class PartyRuntime:
             self._held.pop(name, None)
             self._location[name] = step.ring
             self._in_spu.add(name)
-        profile = self._profile.take(run_name) if self._profile else None
+        if self._profile is None:  # profiling off: no counts (totals over them raise)
+            return StepStats(step.name, "segment", str(step.ring), wall, None, None, None)
+        profile = self._profile.take(run_name)
         if profile is None:
-            return StepStats(step.name, "segment", str(step.ring), wall, 0, 0, 0)
+            raise DittoError(
+                f"party {self.rank}: SPU logged no profile for segment {step.name!r} within 5 s, so its "
+                "bytes and messages cannot be counted (is something else configuring libspu's logging?)"
+            )
         return StepStats(
             step.name,
             "segment",

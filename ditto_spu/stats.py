@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
+from .errors import DittoError
+
+
+def _measured(steps) -> list:
+    """``steps``, after checking each was measured: a segment run without SPU's profile has
+    no byte or message counts, and a total over it would be silently low."""
+    steps = list(steps)
+    for s in steps:
+        if s.bytes_sent is None or s.rounds is None:
+            raise DittoError(
+                f"step {s.name!r} ({s.kind}) has no communication counts: SPU's profiling was off "
+                "(SpuOptions(profile=False)); turn it on to count bytes and rounds"
+            )
+    return steps
+
 
 @dataclasses.dataclass
 class RunStats:
@@ -16,17 +31,17 @@ class RunStats:
     @property
     def bytes_sent(self) -> list:
         """Bytes each party sent during the plan (SPU segments + kernels)."""
-        return [sum(s.bytes_sent for s in party) for party in self.steps]
+        return [sum(s.bytes_sent for s in _measured(party)) for party in self.steps]
 
     @property
     def kernel_rounds(self) -> int:
         """Rounds spent in kernel steps (the same for every party by construction)."""
-        return max((sum(s.rounds for s in party if s.kind != "segment") for party in self.steps), default=0)
+        return max((sum(s.rounds for s in _measured(party) if s.kind != "segment") for party in self.steps), default=0)
 
     @property
     def segment_send_actions(self) -> int:
         """Largest number of messages one party sent inside SPU segments (bounds their rounds)."""
-        return max((sum(s.rounds for s in party if s.kind == "segment") for party in self.steps), default=0)
+        return max((sum(s.rounds for s in _measured(party) if s.kind == "segment") for party in self.steps), default=0)
 
     @property
     def rounds(self) -> int:
@@ -37,7 +52,7 @@ class RunStats:
         """kind -> {'bytes_sent': [per party], 'wall_s': max over parties, 'count': n}."""
         out: dict = {}
         for rank, party in enumerate(self.steps):
-            for s in party:
+            for s in _measured(party):
                 entry = out.setdefault(
                     s.kind, {"bytes_sent": [0] * len(self.steps), "wall_s": 0.0, "count": 0}
                 )
@@ -54,7 +69,7 @@ class RunStats:
         """One row per step: name, kind, ring, max wall, bytes sent per party, rounds."""
         rows = []
         for i, s0 in enumerate(self.steps[0]):
-            per_party = [party[i] for party in self.steps]
+            per_party = _measured(party[i] for party in self.steps)
             rows.append(
                 {
                     "step": s0.name,

@@ -96,25 +96,66 @@ def test_overflowing_product_is_detected_in_checked_mode():
         _secure_matmul(x, y, ring, MATMUL, checked=True)
 
 
-def test_reshare_messages_do_not_depend_on_the_secret():
-    """Party i-1 receives c_i = z_i + r_{i-1,i} - r_{i,i+1}: uniform whatever x·y is."""
+class _NoPadWithParty2:
+    """Broken PRG double for party 1: its pad shared with party 2 is zero, so the reshare
+    c_1 = z_1 + r_01 − r_12 loses the mask party 0 cannot remove."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def shared(self, peer_rank, shape, dtype=np.uint64):
+        pad = self.inner.shared(peer_rank, shape, dtype)
+        return np.zeros_like(pad) if peer_rank == 2 else pad
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _fixed_view_shares(value, rank_shares_seed=7):
+    """ABY3 shares of ``value`` (n × 1, FXP32[f=8]) in which parties 0's own components
+    (s_0, s_1) are the same constants whatever the secret: only s_2 carries it."""
+    from ditto_spu.shares import AShare
+
     ring = FXP32(8)
+    rng = np.random.default_rng(rank_shares_seed)
+    s0, s1 = (np.full(value.shape, rng.integers(0, 2**32), dtype=np.uint32) for _ in range(2))
+    enc = (np.round(value * 2**8).astype(np.int64) % 2**32).astype(np.uint32)
+    s2 = enc - s0 - s1
+    comps = [s0, s1, s2]
+    return [AShare(ring, value.shape, "float16", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
+
+
+def _party0_reshare_view(value, seed, broken=False):
+    """What party 0 learns from party 1's reshare after removing what it already knows:
+    w = c_1 − r_01 (r_01: party 0's own pad with party 1), its own shares held fixed."""
     n = 4000
+    xs = _fixed_view_shares(np.full((n, 1), value))
+    ys = _fixed_view_shares(np.ones((1, 1)), rank_shares_seed=8)
+    prgs = PairwisePRG.deterministic_trio(seed)
+    if broken:
+        prgs[1] = _NoPadWithParty2(prgs[1])
+    out = run_three_parties(
+        lambda ctx: matmul_fxp32(ctx, [xs[ctx.rank], ys[ctx.rank]], MATMUL) and ctx.link.received,
+        link_class=RecordingLink,
+        prgs=prgs,
+    )
+    src, payload = out[0][0]  # no PRG set-up round: the first message is the reshare
+    assert src == 1
+    c1 = np.frombuffer(payload, dtype=np.uint32).reshape(n, 1)
+    mine = PairwisePRG.deterministic_trio(seed)[0]  # party 0 replays its own pad draws
+    mine.shared(2, (n, 1), np.uint32)
+    r01 = mine.shared(1, (n, 1), np.uint32)
+    return ((c1 - r01).astype(np.float64) / 2**32).ravel()
 
-    def view(value, seed):
-        x = np.full((n, 1), value)
-        y = np.ones((1, 1))
-        xs, ys = share_values(x, ring, "float16"), share_values(y, ring, "float16")
-        out = run_three_parties(
-            lambda ctx: matmul_fxp32(ctx, [xs[ctx.rank], ys[ctx.rank]], MATMUL) and ctx.link.received,
-            link_class=RecordingLink,
-        )
-        # party 0's first received message is the reshare from party 1
-        return np.frombuffer(out[0][0][1], dtype=np.uint32).astype(np.float64) / 2**32
 
-    zeros, large = view(0.0, 1), view(100.0, 2)
-    assert ks_2samp(zeros, large).pvalue > 1e-4
-    # a reshare without the zero-sharing pads would reveal z_1, which is NOT uniform
-    # when the other shares are fixed: sanity-check the statistic can tell apart
-    skewed = np.concatenate([zeros[: n // 2], np.zeros(n // 2)])
-    assert ks_2samp(zeros, skewed).pvalue < 1e-8
+@pytest.mark.parametrize("broken", [False, True])
+def test_reshare_messages_do_not_depend_on_the_secret(broken):
+    """Party 0 receives c_1 = z_1 + r_01 − r_12 from party 1. Given everything party 0
+    knows — its own shares (held fixed here) and its PRG streams (r_01 removed) — what is
+    left must not depend on the secret; with the r_12 mask broken it does."""
+    zero, large = _party0_reshare_view(0.0, 1, broken), _party0_reshare_view(100.0, 2, broken)
+    p = ks_2samp(zero, large).pvalue
+    if broken:
+        assert p < 1e-8, p
+    else:
+        assert p > 1e-4, p

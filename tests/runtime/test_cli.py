@@ -45,3 +45,36 @@ def test_demo_quotes_qad_figures_from_the_shipped_results():
     assert qad["command"].startswith("ditto-spu distill ")
     assert -1 <= qad["held_out_cosine_min"] <= qad["held_out_cosine_mean"] <= 1
     assert qad["held_out_sentences"] >= 100
+
+
+def test_bad_sequence_lengths_and_function_specs_are_clear_errors():
+    import pytest
+
+    from ditto_spu.cli_compile import load_function
+    from ditto_spu.errors import DittoError
+    from ditto_spu.infer import secure_inference
+    from ditto_spu.models import load_model
+
+    tiny = load_model("tiny")
+    with pytest.raises(DittoError, match="positive integer"):
+        secure_inference(tiny, "ditto", "hello", seq_len=0, model_name="tiny")
+    with pytest.raises(DittoError, match="exceeds the model's 64 positions"):
+        secure_inference(tiny, "ditto", "hello", seq_len=100000, model_name="tiny")
+    with pytest.raises(DittoError, match="cannot import 'nosuchmod'"):
+        load_function("nosuchmod:fn")
+    with pytest.raises(DittoError, match="has no attribute 'nosuchfn'"):
+        load_function("os:nosuchfn")
+
+
+def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
+    import pytest
+
+    from ditto_spu.errors import DittoError
+    from ditto_spu.runtime import StepStats
+    from ditto_spu.stats import RunStats
+
+    measured = StepStats("k", "cast", "FXP32->FXP64", 0.1, 100, 100, 1)
+    unmeasured = StepStats("s", "segment", "FXP64[f=18]", 0.1, None, None, None)
+    assert RunStats(0.2, [[measured]] * 3).bytes_sent == [100, 100, 100]
+    with pytest.raises(DittoError, match="profiling was off"):
+        RunStats(0.2, [[measured, unmeasured]] * 3).bytes_sent
