@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-all casts bench distill clean
+.PHONY: setup demo lint test test-all casts bench distill clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt ditto_spu/native/ali
 demo: setup
 	$(VENV)/bin/ditto-spu demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check ditto_spu passes tests benchmarks examples
+
+test: setup lint
 	$(PY) -m pytest -q
 
 test-all: setup

@@ -41,8 +41,8 @@ def builtin_texts(n: int, *, min_words: int = 6, max_words: int = 40) -> list:
 
 
 def read_texts(path) -> list:
-    lines = [l.strip() for l in Path(path).read_text().splitlines()]
-    texts = [l for l in lines if l]
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    texts = [line for line in lines if line]
     if not texts:
         raise ValueError(f"{path} holds no text lines")
     return texts
@@ -113,7 +113,6 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    import numpy as np
 
     from .models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
     from .policy import load_policy

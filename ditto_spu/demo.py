@@ -21,7 +21,6 @@ every step's cost.
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 
 import numpy as np

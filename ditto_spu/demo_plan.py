@@ -11,11 +11,14 @@ from .rings import FXP32, FXP64, RingSpec
 from .segments import segment_from_jax
 
 
+_LOW, _HIGH = FXP32(10), FXP64(18)
+
+
 def build_mixed_ring_plan(
     rows: int = 32,
     dim: int = 64,
-    low: RingSpec = FXP32(10),
-    high: RingSpec = FXP64(18),
+    low: RingSpec = _LOW,
+    high: RingSpec = _HIGH,
 ) -> Plan:
     import jax.numpy as jnp
 

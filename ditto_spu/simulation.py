@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import DittoError, PartyError, PlanError
 from .plan import Plan
-from .shares import AShare, reconstruct, share_values
+from .shares import reconstruct, share_values
 from .spu_config import SpuOptions
 from .stats import RunStats
 

@@ -220,7 +220,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
         return VarInfo(v.ring, v.shape, v.dtype)
 
     inputs = []
-    for i, vid in enumerate(graph.args):
+    for vid in graph.args:
         variables[names[vid]] = info(vid)
         inputs.append(InputBinding(names[vid], info(vid)))
     steps = []

@@ -208,7 +208,7 @@ def _build_graph(ctx, module, main) -> Graph:
         loc = parse_location(str(op.location))
         _check_nested(op, loc)
         node = Node(len(graph.nodes), "op", op.name, [], [], loc, op=op)
-        for i, operand in enumerate(op.operands):
+        for operand in op.operands:
             node.operands.append(by_mlir[operand])
         # implicit captures: values used inside regions but defined outside the op
         if len(op.regions):

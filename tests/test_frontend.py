@@ -2,12 +2,10 @@
 
 import importlib.util
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

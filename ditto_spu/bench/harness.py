@@ -104,7 +104,7 @@ def load_bench_model(config: BenchConfig):
 
 def num_layers(model) -> int:
     cfg = model.config
-    return int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"))
+    return int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer)
 
 
 def token_ids(model, config: BenchConfig) -> np.ndarray:

@@ -91,7 +91,7 @@ def quad_gelu_refit(
     per_layer = [h.astype(np.float64) for h in ffn_preactivations(model, params, batches, n, batch_size)]
     flat = dict(traverse_util.flatten_dict(params))
     report = []
-    for l, h in enumerate(per_layer):
+    for layer, h in enumerate(per_layer):
         g = np.asarray(act(jnp.asarray(h, jnp.float32)), np.float64)
         # least squares per unit (column): [h², h, 1] → g
         m = [np.mean(h**k, axis=0) for k in range(5)]
@@ -103,8 +103,11 @@ def quad_gelu_refit(
         a = A / q2
         beta = (B / a - q1) / (2 * q2)
         c = C - a * (q2 * beta**2 + q1 * beta + q0)
-        base = ("encoder", "layer", str(l))
-        key = lambda *rest: next(k for k in flat if k[: len(base)] == base and k[len(base):] == rest)  # noqa: E731
+        base = ("encoder", "layer", str(layer))
+
+        def key(*rest, base=base):
+            return next(k for k in flat if k[: len(base)] == base and k[len(base):] == rest)
+
         k_b1 = key("intermediate", "dense", "bias")
         k_w2 = key("output", "dense", "kernel")
         k_b2 = key("output", "dense", "bias")
@@ -115,7 +118,7 @@ def quad_gelu_refit(
         quad = q2 * h**2 + q1 * h + q0
         fitted = a * (q2 * (h + beta) ** 2 + q1 * (h + beta) + q0) + c
         report.append({
-            "layer": l,
+            "layer": layer,
             "tokens": int(h.shape[0]),
             "rms_gelu_vs_quad": float(np.sqrt(np.mean((quad - g) ** 2))),
             "rms_gelu_vs_refit": float(np.sqrt(np.mean((fitted - g) ** 2))),

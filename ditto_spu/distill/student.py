@@ -28,7 +28,6 @@ import zlib
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct, traverse_util

@@ -188,10 +188,10 @@ class RangeReport:
             )
             for r in rows
         ]
-        widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+        widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-        out += [fmt.format(*l) for l in lines]
+        out += [fmt.format(*line) for line in lines]
         if self.exact_ops:
             out.append(f"(computed exactly, then rounded: {', '.join(sorted(self.exact_ops))})")
         return "\n".join(out)

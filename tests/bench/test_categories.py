@@ -2,7 +2,6 @@
 
 import collections
 
-import numpy as np
 import pytest
 
 from ditto_spu.bench.categories import CATEGORIES, categorize, step_category

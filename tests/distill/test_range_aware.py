@@ -7,7 +7,6 @@ pushes a product out of its ring; training with the range penalty brings it back
 and the three-party run of the saved student agrees with the emulator.
 """
 
-import numpy as np
 import pytest
 
 from ditto_spu.data import builtin_corpus

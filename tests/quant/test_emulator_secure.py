@@ -8,7 +8,6 @@ far closer than either is to the exact float result.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from ditto_spu.policy import Policy
 from ditto_spu.quant import emulate

@@ -77,4 +77,4 @@ def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
     unmeasured = StepStats("s", "segment", "FXP64[f=18]", 0.1, None, None, None)
     assert RunStats(0.2, [[measured]] * 3).bytes_sent == [100, 100, 100]
     with pytest.raises(DittoError, match="profiling was off"):
-        RunStats(0.2, [[measured, unmeasured]] * 3).bytes_sent
+        _ = RunStats(0.2, [[measured, unmeasured]] * 3).bytes_sent
