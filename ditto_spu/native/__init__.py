@@ -100,6 +100,17 @@ def _original_argv() -> list[str]:
     return [sys.executable] + sys.argv
 
 
+def _cannot_reexec() -> str | None:
+    """Why re-executing this process would not run the same program (None: it would)."""
+    if "ipykernel" in sys.modules:
+        return "a notebook kernel"
+    if sys.flags.interactive or hasattr(sys, "ps1"):
+        return "an interactive session"
+    if sys.argv and sys.argv[0] in ("-", ""):
+        return "a script read from standard input"
+    return None
+
+
 def _blas_coretype() -> str | None:
     """OpenBLAS kernel family for this CPU when OpenBLAS would not find one itself.
 
@@ -143,6 +154,16 @@ def ensure_preloaded() -> None:
         raise AllocatorError(
             "re-executed with LD_PRELOAD but the aligned allocator is still not active; "
             f"check that {library_path()} loads (ldd) and that nothing strips LD_PRELOAD"
+        )
+    why_not = _cannot_reexec()
+    if why_not:
+        if is_active():
+            return  # only OpenBLAS's core type would change: run as we are
+        raise AllocatorError(
+            f"the aligned allocator FM32 rings need is not preloaded, and this process cannot be "
+            f"re-executed with it ({why_not}). Start Python with LD_PRELOAD={library_path()} "
+            "(for Jupyter, put it in the kernel's environment, e.g. `LD_PRELOAD=... jupyter lab`), "
+            "or run a script file / the `ditto-spu` command"
         )
     env = dict(os.environ)
     if not is_active():

@@ -78,3 +78,19 @@ def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
     assert RunStats(0.2, [[measured]] * 3).bytes_sent == [100, 100, 100]
     with pytest.raises(DittoError, match="profiling was off"):
         _ = RunStats(0.2, [[measured, unmeasured]] * 3).bytes_sent
+
+
+def test_a_script_from_standard_input_gets_a_clear_allocator_error_not_silence():
+    import os
+    import subprocess
+    import sys
+
+    from ditto_spu import native
+
+    script = "import ditto_spu.native as n\nn.ensure_preloaded()\nprint('ran', n.is_active())\n"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and k != native._REEXEC_FLAG}
+    bare = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env, timeout=120)
+    assert bare.returncode != 0 and "script read from standard input" in bare.stderr, bare.stderr[-2000:]
+    preloaded = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
+                               env={**env, "LD_PRELOAD": native.library_path()})
+    assert preloaded.returncode == 0 and "ran True" in preloaded.stdout, preloaded.stderr[-2000:]
