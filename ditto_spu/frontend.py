@@ -145,7 +145,7 @@ def _signature(args, static_argnums):
     return tuple(parts)
 
 
-def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None):
+def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None, check_ranges=True):
     """Wrap ``fn`` to run as a mixed-ring program on three simulated parties.
 
     Calling the wrapper compiles ``fn`` for the arguments' shapes and dtypes (cached),
@@ -153,10 +153,22 @@ def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None):
     structure (floats as float64, integers as int64, as reconstructed from the rings).
     ``wrapper.last_stats`` holds the run's :class:`~ditto_spu.stats.RunStats` (wall time,
     bytes and rounds per step and in total) and ``wrapper.last_program`` the Program.
+
+    ``check_ranges`` (default on): before the secure run, the plaintext emulation of the
+    same rings checks every value and product against its ring on these very inputs (the
+    simulator holds them anyway) and raises
+    :class:`~ditto_spu.quant.RingOverflowError` naming the scope, instead of returning
+    what a wrapped ring computes. A deployment cannot do this check (no party sees the
+    values): calibrate the policy on representative inputs instead.
     """
     policy = load_policy(policy)
     static_argnums = tuple(static_argnums)
     cache: dict = {}
+    checker = None
+    if check_ranges:
+        from .quant import EmulatorOptions, emulate
+
+        checker = emulate(fn, policy, options=EmulatorOptions(mode="record"), static_argnums=static_argnums)
 
     @functools.wraps(fn)
     def wrapper(*args):
@@ -178,6 +190,11 @@ def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None):
         from .kernels.base import registered_cast_kernels
 
         registered_cast_kernels()
+        if checker is not None:
+            from .quant import raise_on_overflow
+
+            checker.evaluate(*args)
+            raise_on_overflow(checker.last_call_report)
         sim = simulator if simulator is not None else Simulator()
         outputs, stats = sim.run(program.plan, program.flatten_inputs(*args))
         wrapper.last_stats = stats

@@ -195,8 +195,14 @@ def secure_inference(
     if emulate:
         from .quant import emulate as emulate_fn
 
+        from .quant import raise_on_overflow
+
         emulated = emulate_fn(fwd, policy)
         emu = emulated.evaluate(params, x, mask)
+        # an FXP32 value that left its ring: the secure output is a wrapped ring's, not an
+        # answer. (FXP64 is not checked here: PUMA's softmax computes exp on entries below
+        # its cut-off whose Taylor powers leave FXP64 by design and are then multiplied by 0.)
+        raise_on_overflow(emulated.last_call_report, fields=("FM32",))
         emu = emu[0] if isinstance(emu, (list, tuple)) else emu
         cos_emulation = cosine(secure, emu)
         rel_emulation = relative_l2(secure, emu)

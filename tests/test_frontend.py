@@ -6,6 +6,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,3 +206,16 @@ def test_uniform_fm64_policy_runs_narrow_floats_in_one_ring():
     plan = fn.last_program.plan
     assert [type(s).__name__ for s in plan.steps] == ["Segment"]
     np.testing.assert_allclose(out, (x * 1.5 - 0.25) * x, atol=1e-2)  # bf16 rounding
+
+
+def test_sim_jax_refuses_to_return_what_a_wrapped_ring_computes():
+    """300·600 summed twice is 360000: at FXP32[f=8] the product (2f = 16 fraction bits)
+    leaves the ring. The run is refused with the scope named; unchecked, it wraps."""
+    from ditto_spu.quant import RingOverflowError
+
+    a = np.full((2, 2), 300, np.float16)
+    b = np.full((2, 2), 600, np.float16)
+    with pytest.raises(RingOverflowError, match="dot_general: product before truncation"):
+        sim_jax(lambda x, y: x @ y)(a, b)
+    wrapped = np.asarray(sim_jax(lambda x, y: x @ y, check_ranges=False)(a, b))
+    assert np.all(np.abs(wrapped - 360000) > 1e5)

@@ -94,12 +94,15 @@ class Arithmetic:
 
     def encode_const(self, c, ring: RingSpec, scope: str):
         """A public constant as SPU encodes it in the ring of the op using it: toward
-        zero, infinities clipped to the ring's largest element."""
+        zero, infinities saturated to the ring's largest element. Saturated infinities
+        (the identity of a max / min) are sentinels, not values: they are not range-checked."""
         c = self.asfloat(c)
+        finite = jnp.isfinite(c)
         big = (2.0 ** (ring.bits - 1) - 1) / 2.0**ring.frac_bits
         c = jnp.clip(jnp.nan_to_num(c, nan=0.0, posinf=big, neginf=-big), -big, big)
         c = fxp.round_to(c, ring.frac_bits, "zero")
-        return self.fit(c, ring, scope, "const")
+        self._record(scope, ring, "const", jnp.where(finite, c, 0.0))
+        return self.wrap(c, ring, ring.frac_bits)
 
     def round_nearest(self, x, frac_bits: int):
         return fxp.round_to(x, frac_bits, "nearest")
