@@ -4,7 +4,10 @@ Shape (see configs/3pc.json)::
 
     {
       "nodes": [{"id": "node0", "link_address": "127.0.0.1:61920",
-                 "control_address": "127.0.0.1:61930"}, ... 3 entries ...],
+                 "control_address": "127.0.0.1:61930",
+                 "link_connect_address": "127.0.0.1:61940"},   # optional: peers connect
+                                                               # here (a delaying relay)
+                ... 3 entries ...],
       "link": {"connect_retry_times": 30, "connect_retry_interval_ms": 1000,
                "recv_timeout_ms": 45000, "http_timeout_ms": 120000,
                "tls": {"enabled": false, "cert": "...", "key": "...", "ca": "..."}},
@@ -50,6 +53,7 @@ SCHEMA = {
                     "id": {"type": "string", "minLength": 1},
                     "link_address": _ADDRESS,
                     "control_address": _ADDRESS,
+                    "link_connect_address": _ADDRESS,
                 },
             },
         },
@@ -100,8 +104,13 @@ class ConfigError(DittoError):
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
     id: str
-    link_address: str
+    link_address: str  # where this node's link listens
     control_address: str
+    link_connect_address: str = ""  # where its peers connect (a relay); default link_address
+
+    @property
+    def link_peer_address(self) -> str:
+        return self.link_connect_address or self.link_address
 
     @property
     def control_host_port(self) -> tuple:
@@ -147,7 +156,8 @@ class DeploymentConfig:
         return all(
             _is_loopback(addr.rsplit(":", 1)[0].strip("[]"))
             for n in self.nodes
-            for addr in (n.link_address, n.control_address)
+            for addr in (n.link_address, n.control_address, n.link_connect_address)
+            if addr
         )
 
     @property
@@ -172,13 +182,15 @@ class DeploymentConfig:
             )
         return b"ditto-spu-loopback-only-authkey"
 
-    def link_desc(self):
-        """The SPU brpc link description for the three nodes."""
+    def link_desc(self, rank: int | None = None):
+        """The SPU brpc link description for the three nodes, as node ``rank`` uses it:
+        its own link listens on its ``link_address``, its peers are reached at their
+        ``link_connect_address`` (a delaying relay, :mod:`.relay`) when one is set."""
         from spu import libspu
 
         desc = libspu.link.Desc()
-        for node in self.nodes:
-            desc.add_party(node.id, node.link_address)
+        for i, node in enumerate(self.nodes):
+            desc.add_party(node.id, node.link_address if i == rank else node.link_peer_address)
         desc.connect_retry_times = self.link.connect_retry_times
         desc.connect_retry_interval_ms = self.link.connect_retry_interval_ms
         desc.recv_timeout_ms = self.link.recv_timeout_ms
@@ -238,9 +250,9 @@ def parse_config(raw: dict, path: str = "<config>") -> DeploymentConfig:
     ids = [n["id"] for n in raw["nodes"]]
     if len(set(ids)) != 3:
         raise ConfigError(f"{path}: field 'nodes': node ids must be distinct, got {ids}")
-    addresses = [n["link_address"] for n in raw["nodes"]] + [n["control_address"] for n in raw["nodes"]]
-    if len(set(addresses)) != 6:
-        raise ConfigError(f"{path}: field 'nodes': every link and control address must be distinct")
+    addresses = [n[k] for k in ("link_address", "control_address", "link_connect_address") for n in raw["nodes"] if k in n]
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError(f"{path}: field 'nodes': every link, control and link-connect address must be distinct")
     link_raw = dict(raw.get("link", {}))
     tls = link_raw.pop("tls", {"enabled": False})
     if tls.get("enabled"):

@@ -164,7 +164,7 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
         plan = Plan.from_bytes(msg["plan"])
         t0 = time.perf_counter()
         try:
-            link = libspu.link.create_brpc(config.link_desc(), rank)
+            link = libspu.link.create_brpc(config.link_desc(rank), rank)
         except RuntimeError as e:
             raise DittoError(
                 f"node {rank}: could not connect to the other nodes "

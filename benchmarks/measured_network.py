@@ -1,0 +1,183 @@
+"""Measured LAN / WAN: the modes on three real node processes whose brpc links run through
+delaying relays (ditto_spu/distributed/relay.py), beside the cost model.
+
+    python benchmarks/measured_network.py --model bert-base --layers 1 --seq-len 128 \\
+        --modes puma,mpcformer,ditto,ditto-2quad --json benchmarks/results/measured_network_bert-base_L1.json
+
+For each mode, on the same nodes and the same shares of one input, after one warm-up run
+per node set (SPU compiles each segment on its first run), five runs:
+
+* ``direct``: links without relays;
+* ``relay0``: through the relays with no delay (the relays' own cost);
+* ``rtt``: relays adding a 40 ms round trip, no bandwidth cap → true rounds =
+  (wall_rtt − wall_relay0) / 40 ms, the critical path of messages;
+* ``lan``: 0.4 ms round trip and 5 Gbps per direction (the paper's LAN);
+* ``wan``: 40 ms round trip and 400 Mbps per direction (the paper's WAN);
+
+and reports them with the cost model's LAN / WAN estimates
+(ditto_spu/bench/costmodel.py: compute + bytes / bandwidth + rounds × RTT, rounds = an
+upper bound) computed from the direct run. One process runs the relays (threads) and the
+driver; the nodes are three processes; all share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _write_config(directory, relayed: bool) -> str:
+    ports = _free_ports(9)
+    nodes = []
+    for r in range(3):
+        node = {"id": f"node{r}", "link_address": f"127.0.0.1:{ports[r]}", "control_address": f"127.0.0.1:{ports[3 + r]}"}
+        if relayed:
+            node["link_connect_address"] = f"127.0.0.1:{ports[6 + r]}"
+        nodes.append(node)
+    cfg = {"nodes": nodes, "link": {"connect_retry_times": 30, "connect_retry_interval_ms": 200,
+                                    "recv_timeout_ms": 600000, "http_timeout_ms": 600000},
+           "job_timeout_s": 3600}
+    path = os.path.join(directory, f"3pc_{'relayed' if relayed else 'direct'}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+class _Nodes:
+    def __init__(self, path):
+        self.path = path
+        self.procs = []
+
+    def __enter__(self):
+        for r in range(3):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "ditto_spu.cli", "node", "--config", self.path, "--rank", str(r)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        from ditto_spu.distributed.config import load_config
+        from ditto_spu.distributed.driver import ping
+
+        ping(load_config(self.path), timeout_s=120)
+        return self
+
+    def __exit__(self, *exc):
+        from ditto_spu.distributed.config import load_config
+        from ditto_spu.distributed.driver import shutdown
+
+        shutdown(load_config(self.path))
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="bert-base")
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--modes", default="puma,mpcformer,ditto,ditto-2quad")
+    ap.add_argument("--json", dest="json_path", default=None)
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from ditto_spu import frontend
+    from ditto_spu.bench.costmodel import LAN, WAN
+    from ditto_spu.bench.harness import BenchConfig, build_case, load_bench_model, token_ids
+    from ditto_spu.distributed.config import load_config
+    from ditto_spu.distributed.driver import run_plan
+    from ditto_spu.distributed.relay import Relays
+    from ditto_spu.models import load_mode
+    from ditto_spu.simulation import share_plan_inputs
+
+    modes = args.modes.split(",")
+    bench = BenchConfig(model=args.model, modes=tuple(modes), seq_len=args.seq_len, layers=args.layers)
+    model = load_bench_model(bench)
+    ids = token_ids(model, bench)
+    conditions = [("relay0", 0.0, None), ("rtt", 0.02, None), ("lan", 0.0002, 5e9 / 8), ("wan", 0.02, 400e6 / 8)]
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        direct_path, relayed_path = _write_config(tmp, False), _write_config(tmp, True)
+        direct, relayed = load_config(direct_path), load_config(relayed_path)
+        plans = {}
+        for mode_name in modes:
+            mode = load_mode(mode_name)
+            fn, fargs = build_case(model, mode, bench, ids)
+            program = frontend.compile(fn, *fargs, policy=bench.policy)
+            inputs = program.flatten_inputs(*fargs)
+            plans[mode_name] = (program.plan, inputs)
+        with _Nodes(direct_path):
+            for mode_name in modes:
+                plan, inputs = plans[mode_name]
+                run_plan(direct, plan, inputs, rng=np.random.default_rng(1))  # warm-up: SPU compiles segments
+                _, stats = run_plan(direct, plan, inputs, rng=np.random.default_rng(0))
+                records.append({"mode": mode_name, "condition": "direct", "wall_s": stats.wall_s,
+                                "bytes_sent": stats.bytes_sent, "rounds_upper_bound": stats.rounds,
+                                "kernel_rounds": stats.kernel_rounds,
+                                "model_lan_s": LAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds),
+                                "model_wan_s": WAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds)})
+                print(json.dumps(records[-1]), file=sys.stderr)
+        with Relays(relayed) as relays, _Nodes(relayed_path):
+            for mode_name in modes:
+                plan, inputs = plans[mode_name]
+                relays.set(one_way_delay_s=0.0, rate_bytes_per_s=None)
+                run_plan(relayed, plan, inputs, rng=np.random.default_rng(1))  # warm-up
+                for name, delay, rate in conditions:
+                    relays.set(one_way_delay_s=delay, rate_bytes_per_s=rate)
+                    before = relays.stats()
+                    t0 = time.perf_counter()
+                    _, stats = run_plan(relayed, plan, inputs, rng=np.random.default_rng(0))
+                    after = relays.stats()
+                    chunks = after.chunks - before.chunks
+                    records.append({"mode": mode_name, "condition": name, "one_way_delay_s": delay,
+                                    "rate_bytes_per_s": rate, "wall_s": stats.wall_s,
+                                    "driver_wall_s": time.perf_counter() - t0,
+                                    "relay_mean_late_s": (after.late_s - before.late_s) / max(chunks, 1),
+                                    "bytes_sent": stats.bytes_sent})
+                    print(json.dumps(records[-1]), file=sys.stderr)
+    summary = {}
+    for mode_name in modes:
+        by = {r["condition"]: r for r in records if r["mode"] == mode_name}
+        rtt = 2 * 0.02
+        summary[mode_name] = {
+            "direct_s": by["direct"]["wall_s"],
+            "relay0_s": by["relay0"]["wall_s"],
+            "relay_cost_s": by["relay0"]["wall_s"] - by["direct"]["wall_s"],
+            "true_rounds": (by["rtt"]["wall_s"] - by["relay0"]["wall_s"]) / rtt,
+            "rounds_upper_bound": by["direct"]["rounds_upper_bound"],
+            "kernel_rounds": by["direct"]["kernel_rounds"],
+            "measured_lan_s": by["lan"]["wall_s"],
+            "model_lan_s": by["direct"]["model_lan_s"],
+            "measured_wan_s": by["wan"]["wall_s"],
+            "model_wan_s": by["direct"]["model_wan_s"],
+            "max_party_mb": max(by["direct"]["bytes_sent"]) / 1e6,
+        }
+    result = {"command": " ".join(["python", "benchmarks/measured_network.py", *(argv or sys.argv[1:])]),
+              "model": args.model, "layers": args.layers, "seq_len": args.seq_len,
+              "summary": summary, "records": records}
+    print(json.dumps(summary, indent=2))
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
