@@ -105,7 +105,6 @@ def main(argv=None) -> int:
     from ditto_spu.distributed.driver import run_plan
     from ditto_spu.distributed.relay import Relays
     from ditto_spu.models import load_mode
-    from ditto_spu.simulation import share_plan_inputs
 
     modes = args.modes.split(",")
     bench = BenchConfig(model=args.model, modes=tuple(modes), seq_len=args.seq_len, layers=args.layers)
