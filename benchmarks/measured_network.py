@@ -4,8 +4,8 @@ delaying relays (ditto_spu/distributed/relay.py), beside the cost model.
     python benchmarks/measured_network.py --model bert-base --layers 1 --seq-len 128 \\
         --modes puma,mpcformer,ditto,ditto-2quad --json benchmarks/results/measured_network_bert-base_L1.json
 
-For each mode, on the same nodes and the same shares of one input, after one warm-up run
-per node set (SPU compiles each segment on its first run), five runs:
+For each mode, the same shares of one input, five runs, each on freshly started nodes (so
+each includes SPU's compilation of the segments on their first run, alike in all five):
 
 * ``direct``: links without relays;
 * ``relay0``: through the relays with no delay (the relays' own cost);
@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 
 def _free_ports(n):
@@ -59,6 +58,18 @@ def _write_config(directory, relayed: bool) -> str:
     return path
 
 
+class _Keep:
+    def __init__(self, path):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        return False
+
+
 class _Nodes:
     def __init__(self, path):
         self.path = path
@@ -66,9 +77,10 @@ class _Nodes:
 
     def __enter__(self):
         for r in range(3):
+            log = open(f"{self.path}.node{r}.log", "w")
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "ditto_spu.cli", "node", "--config", self.path, "--rank", str(r)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                stdout=log, stderr=log, start_new_session=True))
         from ditto_spu.distributed.config import load_config
         from ditto_spu.distributed.driver import ping
 
@@ -94,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--modes", default="puma,mpcformer,ditto,ditto-2quad")
     ap.add_argument("--json", dest="json_path", default=None)
+    ap.add_argument("--workdir", default=None, help="keep configs and node logs here (default: a temp dir)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -112,7 +125,7 @@ def main(argv=None) -> int:
     ids = token_ids(model, bench)
     conditions = [("relay0", 0.0, None), ("rtt", 0.02, None), ("lan", 0.0002, 5e9 / 8), ("wan", 0.02, 400e6 / 8)]
     records = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with (tempfile.TemporaryDirectory(prefix="ditto-net-") if args.workdir is None else _Keep(args.workdir)) as tmp:
         direct_path, relayed_path = _write_config(tmp, False), _write_config(tmp, True)
         direct, relayed = load_config(direct_path), load_config(relayed_path)
         plans = {}
@@ -122,32 +135,28 @@ def main(argv=None) -> int:
             program = frontend.compile(fn, *fargs, policy=bench.policy)
             inputs = program.flatten_inputs(*fargs)
             plans[mode_name] = (program.plan, inputs)
-        with _Nodes(direct_path):
-            for mode_name in modes:
-                plan, inputs = plans[mode_name]
-                run_plan(direct, plan, inputs, rng=np.random.default_rng(1))  # warm-up: SPU compiles segments
+        # Fresh node processes for every run: a node that served several large jobs has
+        # been seen to die in a libc string routine (segfault, see benchmarks/README.md).
+        for mode_name in modes:
+            plan, inputs = plans[mode_name]
+            with _Nodes(direct_path):
                 _, stats = run_plan(direct, plan, inputs, rng=np.random.default_rng(0))
-                records.append({"mode": mode_name, "condition": "direct", "wall_s": stats.wall_s,
-                                "bytes_sent": stats.bytes_sent, "rounds_upper_bound": stats.rounds,
-                                "kernel_rounds": stats.kernel_rounds,
-                                "model_lan_s": LAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds),
-                                "model_wan_s": WAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds)})
-                print(json.dumps(records[-1]), file=sys.stderr)
-        with Relays(relayed) as relays, _Nodes(relayed_path):
-            for mode_name in modes:
-                plan, inputs = plans[mode_name]
-                relays.set(one_way_delay_s=0.0, rate_bytes_per_s=None)
-                run_plan(relayed, plan, inputs, rng=np.random.default_rng(1))  # warm-up
+            records.append({"mode": mode_name, "condition": "direct", "wall_s": stats.wall_s,
+                            "bytes_sent": stats.bytes_sent, "rounds_upper_bound": stats.rounds,
+                            "kernel_rounds": stats.kernel_rounds,
+                            "model_lan_s": LAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds),
+                            "model_wan_s": WAN.estimate(stats.wall_s, stats.bytes_sent, stats.rounds)})
+            print(json.dumps(records[-1]), file=sys.stderr)
+            with Relays(relayed) as relays:
                 for name, delay, rate in conditions:
                     relays.set(one_way_delay_s=delay, rate_bytes_per_s=rate)
                     before = relays.stats()
-                    t0 = time.perf_counter()
-                    _, stats = run_plan(relayed, plan, inputs, rng=np.random.default_rng(0))
+                    with _Nodes(relayed_path):
+                        _, stats = run_plan(relayed, plan, inputs, rng=np.random.default_rng(0))
                     after = relays.stats()
                     chunks = after.chunks - before.chunks
                     records.append({"mode": mode_name, "condition": name, "one_way_delay_s": delay,
                                     "rate_bytes_per_s": rate, "wall_s": stats.wall_s,
-                                    "driver_wall_s": time.perf_counter() - t0,
                                     "relay_mean_late_s": (after.late_s - before.late_s) / max(chunks, 1),
                                     "bytes_sent": stats.bytes_sent})
                     print(json.dumps(records[-1]), file=sys.stderr)
