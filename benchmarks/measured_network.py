@@ -177,7 +177,11 @@ def main(argv=None) -> int:
             "model_wan_s": by["direct"]["model_wan_s"],
             "max_party_mb": max(by["direct"]["bytes_sent"]) / 1e6,
         }
-    result = {"command": " ".join(["python", "benchmarks/measured_network.py", *(argv or sys.argv[1:])]),
+    shown = [a for a in (argv or sys.argv[1:])]
+    if args.workdir:  # a machine path: not part of the recorded command
+        i = shown.index("--workdir")
+        del shown[i : i + 2]
+    result = {"command": " ".join(["python", "benchmarks/measured_network.py", *shown]),
               "model": args.model, "layers": args.layers, "seq_len": args.seq_len,
               "summary": summary, "records": records}
     print(json.dumps(summary, indent=2))
