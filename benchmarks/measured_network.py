@@ -25,24 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from ditto_spu.distributed.local import LocalNodes, free_ports
 
 
 def _write_config(directory, relayed: bool) -> str:
-    ports = _free_ports(9)
+    ports = free_ports(9)
     nodes = []
     for r in range(3):
         node = {"id": f"node{r}", "link_address": f"127.0.0.1:{ports[r]}", "control_address": f"127.0.0.1:{ports[3 + r]}"}
@@ -70,33 +60,23 @@ class _Keep:
         return False
 
 
-class _Nodes:
+class _Nodes(LocalNodes):
+    """Fresh nodes for one run, logging into the work folder; shut down cleanly after."""
+
     def __init__(self, path):
-        self.path = path
-        self.procs = []
+        super().__init__(path, log_dir=os.path.dirname(path))
 
     def __enter__(self):
-        for r in range(3):
-            log = open(f"{self.path}.node{r}.log", "w")
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ditto_spu.cli", "node", "--config", self.path, "--rank", str(r)],
-                stdout=log, stderr=log, start_new_session=True))
-        from ditto_spu.distributed.config import load_config
-        from ditto_spu.distributed.driver import ping
-
-        ping(load_config(self.path), timeout_s=120)
+        super().__enter__()
+        self.wait_ready(timeout=120)
         return self
 
     def __exit__(self, *exc):
         from ditto_spu.distributed.config import load_config
         from ditto_spu.distributed.driver import shutdown
 
-        shutdown(load_config(self.path))
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        shutdown(load_config(self.config_path))
+        return super().__exit__(*exc)
 
 
 def main(argv=None) -> int:

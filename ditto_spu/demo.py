@@ -54,6 +54,7 @@ def run_demo(args) -> int:
     from transformers.utils import logging as hf_logging
 
     from .infer import secure_inference
+    from .models import load_model
 
     hf_logging.set_verbosity_error()  # the checkpoint's unused position_ids, loaded three times
     student = getattr(args, "student", None)
@@ -68,6 +69,8 @@ def run_demo(args) -> int:
             )
             return runs[label]
 
+        status.update("loading MiniLM")
+        minilm = load_model("minilm")  # one copy for every run of the demo
         if student:
             from .models.saved import model_directory, read_run_settings
 
@@ -75,12 +78,12 @@ def run_demo(args) -> int:
             settings = read_run_settings(student)
             mode = settings.mode if settings else "ditto"
             policy = getattr(args, "policy", None) or (settings.policy if settings else QAD_POLICY)
-            main = run("student", student, mode, policy,
-                       reference_model=(settings.teacher if settings and settings.teacher else "minilm"))
+            teacher = settings.teacher if settings and settings.teacher else "minilm"
+            main = run("student", student, mode, policy, reference_model=minilm if teacher == "minilm" else teacher)
         else:
-            main = run(STOCK_MODE, "minilm", STOCK_MODE, getattr(args, "policy", None) or STOCK_POLICY)
-        puma = run("puma", "minilm", "puma", None, emulate=False)
-        ditto_cost = None if student else run("ditto", "minilm", "ditto", QAD_POLICY, emulate=False)
+            main = run(STOCK_MODE, minilm, STOCK_MODE, getattr(args, "policy", None) or STOCK_POLICY)
+        puma = run("puma", minilm, "puma", None, emulate=False)
+        ditto_cost = None if student else run("ditto", minilm, "ditto", QAD_POLICY, emulate=False)
     qad = qad_results()
     summary = {
         **main.summary(),

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from .errors import DittoError
+from .metrics import relative_l2
 
 
 @dataclasses.dataclass
@@ -66,13 +67,6 @@ def cosine(a, b) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
-
-
-def relative_l2(a, b) -> float:
-    """||a − b|| / ||b|| (blind to nothing cosine is blind to: a 2^k scale error shows)."""
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-300))
 
 
 def check_seq_len(model, seq_len) -> None:

@@ -109,6 +109,14 @@ def cosine_similarity(a, b, eps: float = 1e-12) -> np.ndarray:
     return num / den
 
 
+def relative_l2(a, b) -> float:
+    """``||a − b|| / ||b||`` over all elements (blind to nothing cosine is blind to: a 2^k
+    scale error shows)."""
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
 def _embedding_pair(emb, ref) -> tuple[np.ndarray, np.ndarray]:
     """Both as float64 ``(n, d)`` arrays of the same shape, ``n ≥ 3``, all finite."""
     e = np.asarray(emb, np.float64)

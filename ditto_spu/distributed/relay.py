@@ -17,6 +17,7 @@ added. Loopback only: the relay binds the address it is given and connects to th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import socket
@@ -99,10 +100,8 @@ class DelayRelay:
                 if wait > 0:
                     time.sleep(wait)
                 if not data:
-                    try:
+                    with contextlib.suppress(OSError):  # the peer may already be gone
                         dst.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
                     return
                 late = time.perf_counter() - depart
                 try:
@@ -121,15 +120,9 @@ class DelayRelay:
 
     def close(self) -> None:
         self._stop.set()
-        try:
-            self._server.close()
-        except OSError:
-            pass
-        for s in self._sockets:
-            try:
+        for s in (self._server, *self._sockets):
+            with contextlib.suppress(OSError):  # already closed by the other side
                 s.close()
-            except OSError:
-                pass
 
 
 class Relays:

@@ -35,6 +35,9 @@ import struct
 import numpy as np
 
 from ..errors import DittoError
+from ..rings import RingSpec
+from ..runtime import StepStats
+from ..shares import AShare
 
 MAX_HEADER_BYTES = 64 << 20
 ARRAY_DTYPES = {"|u1", "|i1", "|b1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
@@ -60,9 +63,6 @@ def encode(message: dict) -> bytes:
 
 
 def _encode_value(x, buffers: list, where: str):
-    from ..runtime import StepStats
-    from ..shares import AShare
-
     if x is None or isinstance(x, (bool, str)):
         return x
     if isinstance(x, (int, np.integer)):
@@ -181,9 +181,6 @@ def _decode_array(x, buffers, used, where):
 
 
 def _decode_share(x, buffers, used, where):
-    from ..rings import RingSpec
-    from ..shares import AShare
-
     body = x["$ashare"]
     if set(x) != {"$ashare"} or not isinstance(body, dict) or set(body) != {"ring", "dtype", "shape", "components"}:
         raise WireError(f"{where}: a share has exactly ring, dtype, shape and components")
@@ -199,8 +196,6 @@ def _decode_share(x, buffers, used, where):
 
 
 def _decode_step(x, buffers, used, where):
-    from ..runtime import StepStats
-
     body = x["$step"]
     fields = {f.name for f in dataclasses.fields(StepStats)}
     if set(x) != {"$step"} or not isinstance(body, dict) or not set(body) <= fields:

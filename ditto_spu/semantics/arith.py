@@ -69,7 +69,8 @@ class Arithmetic:
     def asfloat(self, x):
         return jnp.asarray(x, self.dtype)
 
-    def _record(self, scope, ring, kind, x):
+    def check_range(self, scope, ring, kind, x):
+        """Record ``x`` (a ``kind`` record in ``ring``) unless inside a while loop."""
         if not self.recording:
             self.unrecorded.add(scope)
             return
@@ -77,13 +78,13 @@ class Arithmetic:
 
     def fit(self, x, ring: RingSpec, scope: str, kind: str = "value"):
         """A value in ``ring``: recorded against the ring's limit, then what the ring holds."""
-        self._record(scope, ring, kind, x)
+        self.check_range(scope, ring, kind, x)
         return self.wrap(x, ring, ring.frac_bits)
 
     def product(self, out, ring: RingSpec, scope: str):
         """A product before truncation (exact at scale 2^(2f)): recorded against
         2^(l−2−2f), wrapped at 2f, truncated to 2^-f."""
-        self._record(scope, ring, "product", out)
+        self.check_range(scope, ring, "product", out)
         out = self.wrap(out, ring, 2 * ring.frac_bits)
         return self.fxp(ring).q(out)
 
@@ -101,7 +102,7 @@ class Arithmetic:
         big = (2.0 ** (ring.bits - 1) - 1) / 2.0**ring.frac_bits
         c = jnp.clip(jnp.nan_to_num(c, nan=0.0, posinf=big, neginf=-big), -big, big)
         c = fxp.round_to(c, ring.frac_bits, "zero")
-        self._record(scope, ring, "const", jnp.where(finite, c, 0.0))
+        self.check_range(scope, ring, "const", jnp.where(finite, c, 0.0))
         return self.wrap(c, ring, ring.frac_bits)
 
     def round_nearest(self, x, frac_bits: int):

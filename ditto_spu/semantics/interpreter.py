@@ -298,7 +298,7 @@ class Interpreter:
         if prim in SPU_ALGORITHMS and self.spu.nonlinear == "spu":
             out = SPU_ALGORITHMS[prim](F, xs, self.spu)
             if prim == "exp":
-                a._record(scope, ring, "product", out)  # the last squaring, before truncation
+                a.check_range(scope, ring, "product", out)  # the last squaring, before truncation
             return [out]
         if any(is_float(o.aval.dtype) for o in eqn.outvars):
             self.exact_ops.add(prim)
@@ -345,7 +345,7 @@ class Interpreter:
         if invals[1].const:
             # Public divisor c (as encoded in the ring): SPU multiplies by 1/c, itself
             # encoded toward zero, and truncates.
-            self.arith._record(scope, ring, "product", a / b)
+            self.arith.check_range(scope, ring, "product", a / b)
             return F.divide_by_public(a, b)
         bvar = eqn.invars[1]
         broadcast = not isinstance(bvar, jax.core.Literal) and (
@@ -355,7 +355,7 @@ class Interpreter:
         if self.spu.denominator_broadcast and broadcast:
             r = F.reciprocal(b, self.spu.div_iters)
             return self.arith.product(a * r, ring, scope)
-        self.arith._record(scope, ring, "product", a * 2.0)  # r·a with r = 1/c ∈ (1, 2]
+        self.arith.check_range(scope, ring, "product", a * 2.0)  # r·a with r = 1/c ∈ (1, 2]
         return F.divide(a, b, self.spu.div_iters)
 
     # -- control flow ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pytest
 
 from ditto_spu import frontend
 from ditto_spu.distill.fakequant import fake_quant
+from ditto_spu.metrics import relative_l2 as rel_l2
 from ditto_spu.models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
 from ditto_spu.policy import Policy
 from ditto_spu.quant import emulate
@@ -153,10 +154,6 @@ def emulated(name):
 
 def _leaves(tree):
     return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 # ---- rings ---------------------------------------------------------------------------------------
