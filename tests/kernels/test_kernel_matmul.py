@@ -111,6 +111,24 @@ class _NoPadWithParty2:
         return getattr(self.inner, name)
 
 
+class _ReusedPad:
+    """Broken PRG double for party 1: the pad it should share with party 2 is the one it
+    shares with party 0 (a reused pad), so c_1 = z_1 + r_01 − r_01 = z_1 reaches party 0
+    unmasked."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def shared(self, peer_rank, shape, dtype=np.uint64):
+        if peer_rank == 2:
+            return self._last
+        self._last = self.inner.shared(peer_rank, shape, dtype)
+        return self._last
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def _fixed_view_shares(value, rank_shares_seed=7):
     """ABY3 shares of ``value`` (n × 1, FXP32[f=8]) in which parties 0's own components
     (s_0, s_1) are the same constants whatever the secret: only s_2 carries it."""
@@ -125,15 +143,15 @@ def _fixed_view_shares(value, rank_shares_seed=7):
     return [AShare(ring, value.shape, "float16", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
 
 
-def _party0_reshare_view(value, seed, broken=False):
-    """What party 0 learns from party 1's reshare after removing what it already knows:
-    w = c_1 − r_01 (r_01: party 0's own pad with party 1), its own shares held fixed."""
+def _party0_reshare_view(value, seed, broken=None):
+    """Party 0's view of party 1's reshare, its own shares held fixed: the message c_1 as
+    received and c_1 − r_01 (r_01: party 0's own pad with party 1, which it knows)."""
     n = 4000
     xs = _fixed_view_shares(np.full((n, 1), value))
     ys = _fixed_view_shares(np.ones((1, 1)), rank_shares_seed=8)
     prgs = PairwisePRG.deterministic_trio(seed)
-    if broken:
-        prgs[1] = _NoPadWithParty2(prgs[1])
+    if broken is not None:
+        prgs[1] = broken(prgs[1])
     out = run_three_parties(
         lambda ctx: matmul_fxp32(ctx, [xs[ctx.rank], ys[ctx.rank]], MATMUL) and ctx.link.received,
         link_class=RecordingLink,
@@ -145,17 +163,18 @@ def _party0_reshare_view(value, seed, broken=False):
     mine = PairwisePRG.deterministic_trio(seed)[0]  # party 0 replays its own pad draws
     mine.shared(2, (n, 1), np.uint32)
     r01 = mine.shared(1, (n, 1), np.uint32)
-    return ((c1 - r01).astype(np.float64) / 2**32).ravel()
+    return [(c1.astype(np.float64) / 2**32).ravel(), ((c1 - r01).astype(np.float64) / 2**32).ravel()]
 
 
-@pytest.mark.parametrize("broken", [False, True])
+@pytest.mark.parametrize("broken", [None, _NoPadWithParty2, _ReusedPad])
 def test_reshare_messages_do_not_depend_on_the_secret(broken):
     """Party 0 receives c_1 = z_1 + r_01 − r_12 from party 1. Given everything party 0
-    knows — its own shares (held fixed here) and its PRG streams (r_01 removed) — what is
-    left must not depend on the secret; with the r_12 mask broken it does."""
+    knows — its own shares (held fixed here) and its PRG streams (r_01 removed) — neither
+    the message nor what is left of it may depend on the secret; with the r_12 mask
+    missing, or the r_01 pad reused for it, one of them does."""
     zero, large = _party0_reshare_view(0.0, 1, broken), _party0_reshare_view(100.0, 2, broken)
-    p = ks_2samp(zero, large).pvalue
-    if broken:
+    p = min(ks_2samp(a, b).pvalue for a, b in zip(zero, large))
+    if broken is not None:
         assert p < 1e-8, p
     else:
         assert p > 1e-4, p
