@@ -24,6 +24,15 @@ JSON form (``configs/policy_default.json``)::
     {"float16": "FXP32[f=8]", "bfloat16": "FXP32[f=8]", "float32": "FXP64[f=18]",
      "float64": "FXP64[f=18]", "integer": "FXP64[f=18]",
      "overrides": [{"scope": "encoder/layer/3/", "float16": "FXP32[f=12]"}]}
+
+Comparison bounds (the ranges the reduced-ring kernels rely on,
+:mod:`ditto_spu.kernels.reduce_max`): ``comparison_bound`` (top level, default
+:data:`DEFAULT_COMPARISON_BOUND`) is a public bound on |x| for the maxima of low-ring
+values (the softmax's row max and cut-off); an override may carry its own
+``comparison_bound`` for its scope, and ``null`` at the top level keeps every maximum in
+SPU. The default holds attention scores up to ±488 next to the ring-safe mask bias
+(−1024 after the max shift: 1024 + 2·488 = 2000); calibration records the real range
+and the emulator's range report flags a value beyond its bound, naming the layer.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from .errors import DittoError
 from .rings import FXP32, FXP64, RingSpec
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+DEFAULT_COMPARISON_BOUND = 2000.0
 _ELEM_TO_DTYPE = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}
 
 
@@ -59,6 +69,7 @@ class Override:
 
     scope: str
     rings: tuple  # ((dtype name, RingSpec), ...)
+    comparison_bound: float | None = None
 
     def matches(self, scope: str) -> bool:
         return _scope_matches(self.scope, scope)
@@ -70,15 +81,22 @@ class Override:
         return None
 
     def to_obj(self) -> dict:
-        return {"scope": self.scope, **{d: str(r) for d, r in self.rings}}
+        obj = {"scope": self.scope, **{d: str(r) for d, r in self.rings}}
+        if self.comparison_bound is not None:
+            obj["comparison_bound"] = self.comparison_bound
+        return obj
 
     @classmethod
     def from_obj(cls, obj) -> "Override":
         if not isinstance(obj, dict) or "scope" not in obj:
             raise PolicyError(f"an override needs a 'scope' and dtype rings, got {obj!r}")
         rings = []
+        bound = None
         for k, v in obj.items():
             if k == "scope":
+                continue
+            if k == "comparison_bound":
+                bound = _bound(v, f"override for scope {obj['scope']!r}")
                 continue
             if k not in FLOAT_DTYPES:
                 raise PolicyError(
@@ -86,7 +104,19 @@ class Override:
                     f"use one of {', '.join(FLOAT_DTYPES)}"
                 )
             rings.append((k, RingSpec.parse(v)))
-        return cls(str(obj["scope"]), tuple(rings))
+        return cls(str(obj["scope"]), tuple(rings), bound)
+
+
+def _bound(value, where: str):
+    if value is None:
+        return None
+    try:
+        bound = float(value)
+    except (TypeError, ValueError):
+        bound = float("nan")
+    if not bound > 0 or bound == float("inf"):
+        raise PolicyError(f"{where}: comparison_bound must be a positive number or null, got {value!r}")
+    return bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +129,16 @@ class Policy:
     overrides: tuple = ()
     bfloat16: RingSpec | None = None  # None: same as ``low``
     float64: RingSpec | None = None  # None: same as ``high``
+    comparison_bound: float | None = DEFAULT_COMPARISON_BOUND
+
+    def bound_for(self, scope: str = "") -> float | None:
+        """The comparison bound of an op in ``scope``: the last matching override's, else
+        the policy's (None: no reduced-ring comparison there)."""
+        bound = self.comparison_bound
+        for o in self.overrides:
+            if o.comparison_bound is not None and o.matches(scope):
+                bound = o.comparison_bound
+        return bound
 
     @classmethod
     def uniform(cls, ring: RingSpec) -> "Policy":
@@ -152,6 +192,7 @@ class Policy:
             "float32": str(self.high),
             "float64": str(self.float64 or self.high),
             "integer": str(self.integer),
+            "comparison_bound": self.comparison_bound,
             "overrides": [o.to_obj() for o in self.overrides],
         }
 
@@ -162,7 +203,7 @@ class Policy:
     def from_obj(cls, obj) -> "Policy":
         if not isinstance(obj, dict):
             raise PolicyError(f"a policy is a JSON object, got {type(obj).__name__}")
-        known = {"float16", "bfloat16", "float32", "float64", "integer", "overrides", "comment"}
+        known = {"float16", "bfloat16", "float32", "float64", "integer", "overrides", "comment", "comparison_bound"}
         unknown = set(obj) - known
         if unknown:
             raise PolicyError(f"unknown policy keys {sorted(unknown)}; known: {sorted(known)}")
@@ -177,6 +218,7 @@ class Policy:
             overrides=tuple(Override.from_obj(o) for o in obj.get("overrides", [])),
             bfloat16=None if bf16 == low else bf16,
             float64=None if f64 == high else f64,
+            comparison_bound=_bound(obj.get("comparison_bound", DEFAULT_COMPARISON_BOUND), "policy"),
         )
 
     @classmethod

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ditto_spu.policy import load_policy
+
 from .annotate_rings import annotate_rings
 from .emit import Emitted, emit, segment_text
 from .graph import CompileError, Graph, format_graph
@@ -68,8 +70,9 @@ def compile_stablehlo(
     graph = parse_module(source)
     if arg_names is not None:
         graph.arg_names = list(arg_names) + [""] * (len(graph.args) - len(arg_names))
+    policy = load_policy(policy)
     annotate_rings(graph, policy)
     insert_casts(graph)
-    select_kernels(graph, matmul_fxp32=kernels)
+    select_kernels(graph, matmul_fxp32=kernels, policy=policy)
     parts = partition(graph, split_by)
     return Compiled(graph, parts, emit(graph, parts, compile=compile, copts=copts))

@@ -9,12 +9,21 @@ kernel node a step of its own; every other op stays with SPU.
 
 Products with a constant operand (public × secret) stay in SPU, which needs no
 multiplication protocol for them.
+
+Maxima (the softmax's row max and cut-off): a ``stablehlo.reduce`` whose body is one
+``stablehlo.maximum`` over one dimension becomes ``max_reduced_ring``, and an elementwise
+``stablehlo.maximum`` of a computed value and a splat constant becomes
+``clamp_reduced_ring``, when :func:`ditto_spu.kernels.reduce_max.selects` accepts them:
+an FXP32 ring (where Ditto puts these comparisons; single-ring FXP64 baselines keep SPU's
+own) and a calibrated comparison bound from the policy (``Policy.bound_for``) that gives
+a reduced ring narrower than the ring. The params carry the bound.
 """
 
 from __future__ import annotations
 
 import math
 
+from ditto_spu.kernels import reduce_max
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -37,7 +46,82 @@ def _computed(graph: Graph, vid: int) -> bool:
     return producer is None or not graph.nodes[producer].const
 
 
-def select_kernels(graph: Graph, *, matmul_fxp32: bool = True, min_macs: int = DEFAULT_MIN_MACS) -> Graph:
+def _splat_constant(graph: Graph, vid: int):
+    """The value of a splat constant reached through broadcasts/converts/reshapes, else None."""
+    from jaxlib.mlir import ir
+
+    while True:
+        producer = graph.values[vid].producer
+        if producer is None:
+            return None
+        node = graph.nodes[producer]
+        if node.op_name in ("stablehlo.broadcast_in_dim", "stablehlo.convert", "stablehlo.reshape"):
+            vid = node.operands[0]
+            continue
+        if node.op_name != "stablehlo.constant" or node.op is None:
+            return None
+        attr = ir.DenseElementsAttr(node.op.attributes["value"])
+        if not attr.is_splat:
+            return None
+        return float(ir.FloatAttr(attr.get_splat_value()).value)
+
+
+def _reduce_max_axis(node):
+    """The one reduced dimension of a reduce whose body is a single maximum, else None."""
+    from jaxlib.mlir import ir
+
+    if len(node.operands) != 2 or len(node.op.regions) != 1:
+        return None
+    body = [op.name for op in node.op.regions[0].blocks[0].operations]
+    if body != ["stablehlo.maximum", "stablehlo.return"]:
+        return None
+    dims = list(ir.DenseI64ArrayAttr(node.op.attributes["dimensions"]))
+    return dims[0] if len(dims) == 1 else None
+
+
+def _select_maxima(graph: Graph, policy) -> None:
+    bound_for = getattr(policy, "bound_for", None)
+    for n in graph.nodes:
+        if n.kind != "op" or n.const or n.ring is None or n.ring.field != "FM32":
+            continue
+        if n.op_name == "stablehlo.reduce":
+            axis = _reduce_max_axis(n)
+            if axis is None:
+                continue
+            x = n.operands[0]
+            kernel, params = reduce_max.MAX_NAME, {"axis": axis}
+        elif n.op_name == "stablehlo.maximum":
+            constants = [_splat_constant(graph, v) if not _computed(graph, v) else None for v in n.operands]
+            computed = [v for v in n.operands if _computed(graph, v)]
+            if len(computed) != 1 or all(c is None for c in constants):
+                continue
+            x = computed[0]
+            kernel, params = reduce_max.CLAMP_NAME, {"constant": next(c for c in constants if c is not None)}
+        else:
+            continue
+        value = graph.values[x]
+        bound = bound_for(n.location.scope) if bound_for is not None else None
+        if value.ring != n.ring or not reduce_max.selects(n.ring, bound=bound, secret=True, float_operand=value.is_float):
+            continue
+        params["bound"] = bound
+        n.kind = "call"
+        n.kernel = kernel
+        n.params = params
+        n.operands = [x]
+
+
+def select_kernels(
+    graph: Graph,
+    *,
+    matmul_fxp32: bool = True,
+    min_macs: int = DEFAULT_MIN_MACS,
+    maxima: bool | None = None,
+    policy=None,
+) -> Graph:
+    """Mark kernel nodes (see the module doc). ``maxima`` defaults to ``matmul_fxp32``:
+    one switch turns ditto-spu's own kernels on or off."""
+    if maxima if maxima is not None else matmul_fxp32:
+        _select_maxima(graph, policy)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:

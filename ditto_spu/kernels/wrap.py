@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import as_array
+from .ot import ot_roles, shared_choice_ot
 from .rss import add_public_to_s0, shift_left, shift_right
 
 UINT = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
@@ -64,7 +64,8 @@ def wrap_count_shares(ctx, biased: np.ndarray, word_bits: int) -> np.ndarray:
     """RSS of the wrap count t of a biased sharing, over Z_2^word_bits (one round).
 
     ``biased`` is this party's (..., 2) components of x' with msb(x') = 0. Returns this
-    party's (..., 2) components of t: (t_rank, t_{rank+1}).
+    party's (..., 2) components of t: (t_rank, t_{rank+1}). The transfer is
+    :func:`.ot.shared_choice_ot` with candidates t(0) = u, t(1) = u + 1 − m_a and choice m_b.
     """
     word = UINT[word_bits]
     shape = biased.shape[:-1]
@@ -72,44 +73,14 @@ def wrap_count_shares(ctx, biased: np.ndarray, word_bits: int) -> np.ndarray:
     n = flat.shape[0]
     if n == 0:
         return np.zeros(shape + (2,), dtype=word)
-    # Roles rotate from call to call (all parties advance the same counter), so the party
-    # that sends 4 words (role 0) changes and traffic is balanced over a whole plan. RSS
-    # is cyclic: the party of rank role+r holds (s'_role, s'_role+1) with s'_j = s_(j+r).
-    rotation = ctx.next_rotation() if hasattr(ctx, "next_rotation") else 0
-    role = (ctx.rank - rotation) % 3
-
-    def party(role_index: int) -> int:
-        return (role_index + rotation) % 3
-
+    role, party = ot_roles(ctx)
     if role == 0:
         u, m_a = _p0_candidates(flat[:, 0], flat[:, 1], word)
-        t0, r0, r1 = ctx.prg.shared(party(2), (3, n), word)
-        t1, q0, q1 = ctx.prg.shared(party(1), (3, n), word)
-        m0 = u - t0 - t1
-        m1 = m0 + word.type(1) - m_a
-        # Each OT candidate is one-time padded for its receiver by a pad that receiver
-        # does not hold; the receiver unlocks only the candidate its choice bit selects.
-        to_p1 = np.concatenate([m0 + r0, m1 + r1])
-        to_p2 = np.concatenate([m0 + q0, m1 + q1])
-        ctx.link.exchange({party(1): to_p1.tobytes(), party(2): to_p2.tobytes()}, [])
-        shares = np.stack([t0, t1], axis=-1)
-    elif role == 1:
-        m_b = _msb(flat[:, 1]).astype(bool)  # role 1 holds (s'1, s'2)
-        t1, q0, q1 = ctx.prg.shared(party(0), (3, n), word)
-        # q_{m_b} lets role 2 unlock its candidate; it learns nothing new (it knows m_b).
-        got = ctx.link.exchange({party(2): np.where(m_b, q1, q0).tobytes()}, [party(0), party(2)])
-        candidates = as_array(got[party(0)], word, (2, n))
-        pad = as_array(got[party(2)], word, (n,))
-        t2 = np.where(m_b, candidates[1], candidates[0]) - pad
-        shares = np.stack([t1, t2], axis=-1)
+        shares = shared_choice_ot(ctx, 0, party, n, word, candidates=(u, u + word.type(1) - m_a))
     else:
-        m_b = _msb(flat[:, 0]).astype(bool)  # role 2 holds (s'2, s'0)
-        t0, r0, r1 = ctx.prg.shared(party(0), (3, n), word)
-        got = ctx.link.exchange({party(1): np.where(m_b, r1, r0).tobytes()}, [party(0), party(1)])
-        candidates = as_array(got[party(0)], word, (2, n))
-        pad = as_array(got[party(1)], word, (n,))
-        t2 = np.where(m_b, candidates[1], candidates[0]) - pad
-        shares = np.stack([t2, t0], axis=-1)
+        # role 1 holds (s'1, s'2), role 2 holds (s'2, s'0): both know m_b = msb(s'2)
+        m_b = _msb(flat[:, 1] if role == 1 else flat[:, 0]).astype(bool)
+        shares = shared_choice_ot(ctx, role, party, n, word, choice=m_b)
     return shares.reshape(shape + (2,))
 
 

@@ -67,6 +67,20 @@ def max_frac_bits(record: Record, margin_bits: float) -> float:
     return math.ceil(budget) - 1
 
 
+COMPARISON_BOUND_MARGIN = 1.25
+
+
+def _with_comparison_bound(policy: Policy, report: RangeReport) -> Policy:
+    """The policy with the comparison bound its reduced-ring kernels saw, times
+    :data:`COMPARISON_BOUND_MARGIN` (rounded up to a multiple of 16); unchanged when no
+    such kernel ran."""
+    seen = [r.max_abs for r in report.records if r.kind.startswith("bound ")]
+    if not seen or policy.comparison_bound is None:
+        return policy
+    bound = 16.0 * math.ceil(max(seen) * COMPARISON_BOUND_MARGIN / 16.0)
+    return dataclasses.replace(policy, comparison_bound=max(bound, 16.0))
+
+
 def _escape_glob(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
@@ -146,8 +160,8 @@ def calibrate_detailed(
         groups: dict = {}  # group -> (bound, record)
         args: dict = {}
         for r in report.records:
-            if r.ring.field != "FM32":
-                continue
+            if r.ring.field != "FM32" or r.kind.startswith("bound "):
+                continue  # a comparison bound does not depend on the fraction bits
             b = max_frac_bits(r, margin_bits)
             if r.kind == "input":
                 cur = args.get(r.scope)
@@ -202,6 +216,7 @@ def calibrate_detailed(
                 arg_bits[a] = pick(b, r)
                 changed = True
         if not changed:
+            pol = _with_comparison_bound(pol, report)
             return CalibrationResult(pol, dict(group_bits), dict(arg_bits), report, round_no)
     raise CalibrationError(
         f"calibration did not settle in {max_rounds} rounds (values keep moving with the "

@@ -370,16 +370,30 @@ class EmulatedFunction:
 
 def raise_on_overflow(report: RangeReport, *, margin_bits: float = 0.0, fields: Sequence[str] | None = None):
     """Raise :class:`RingOverflowError` if a record of ``report`` has less than
-    ``margin_bits`` of headroom (only rings of ``fields``, e.g. ``("FM32",)``, if given)."""
+    ``margin_bits`` of headroom (only rings of ``fields``, e.g. ``("FM32",)``, if given).
+    A reduced-ring kernel's bound (kind ``"bound B"``) is itself the calibrated limit: no
+    margin on top of it."""
+
+    def needed(r) -> float:
+        return 0.0 if r.kind.startswith("bound ") else margin_bits
+
     bad = sorted(
-        (r for r in report.records if r.headroom_bits < margin_bits and (fields is None or r.ring.field in fields)),
+        (r for r in report.records if r.headroom_bits < needed(r) and (fields is None or r.ring.field in fields)),
         key=lambda r: r.headroom_bits,
     )
     if not bad:
         return
     w = bad[0]
-    what = "product before truncation" if w.kind == "product" else w.kind
     more = f" (and {len(bad) - 1} more: {', '.join(sorted({b.scope for b in bad[1:6]}))}...)" if len(bad) > 1 else ""
+    if w.kind.startswith("bound "):
+        raise RingOverflowError(
+            f"{w.scope}: |v| up to {w.max_abs:.6g} is beyond the comparison bound {w.limit:g} its "
+            f"reduced-ring kernel relies on ({w.n_over} element(s) over){more}. Raise the policy's "
+            f"comparison_bound for this scope (ditto-spu calibrate records it) or set it to null to "
+            f"keep this max in SPU.",
+            bad,
+        )
+    what = "product before truncation" if w.kind == "product" else w.kind
     margin = f" with {margin_bits:g} bit(s) of margin" if margin_bits else ""
     raise RingOverflowError(
         f"{w.scope}: {what} |v| up to {w.max_abs:.6g} does not fit {w.ring}{margin} "

@@ -45,7 +45,7 @@ def compiler_view(fn, *args, policy=None, kernels: bool = True):
         if defined_float_dtypes(graph, n) or any(graph.values[v].is_float for v in n.inputs):
             op_rings.append((n.location.scope, n.ring))
     insert_casts(graph)
-    select_kernels(graph, matmul_fxp32=kernels)
+    select_kernels(graph, matmul_fxp32=kernels, policy=load_policy(policy))
     kernel_scopes = [(n.location.scope, n.kernel) for n in graph.nodes if n.kind == "call"]
     return op_rings, kernel_scopes
 

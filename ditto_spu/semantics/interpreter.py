@@ -278,6 +278,8 @@ class Interpreter:
 
     # -- arithmetic -----------------------------------------------------------------------------
     def compute(self, eqn, prim, xs, invals, ring, scope, producers) -> list:
+        if prim in ("reduce_max", "max"):
+            self._max_kernel(eqn, prim, xs, invals, ring, scope)
         if prim in _EXACT_PRIMS:
             return self._bind(eqn, xs)
         a = self.arith
@@ -304,6 +306,31 @@ class Interpreter:
             self.exact_ops.add(prim)
             return [F.q(o) if is_float(o.dtype) else o for o in self._bind(eqn, xs)]
         return self._bind(eqn, xs)
+
+    def _max_kernel(self, eqn, prim, xs, invals, ring, scope) -> None:
+        """A max the compiler hands to a reduced-ring kernel (the rule of
+        :func:`ditto_spu.kernels.reduce_max.selects`): its result is the exact max, as
+        computed by the caller; here its bound is checked and the call recorded."""
+        if not self.spu.kernels or ring is None or ring.field != "FM32":
+            return
+        from ..kernels import reduce_max
+
+        bound_for = getattr(self.policy, "bound_for", None)
+        bound = bound_for(scope) if bound_for is not None else None
+        if prim == "reduce_max":
+            if len(eqn.params["axes"]) != 1 or invals[0].const:
+                return
+            x, kernel = xs[0], reduce_max.MAX_NAME
+        else:
+            secret = [i for i, v in enumerate(invals) if not v.const]
+            if len(secret) != 1:
+                return
+            other = xs[1 - secret[0]]
+            x, kernel = xs[secret[0]] - other, reduce_max.CLAMP_NAME
+        if not reduce_max.selects(ring, bound=bound, secret=True, float_operand=invals[0].is_float):
+            return
+        self.kernel_calls.append((scope, kernel))
+        reduce_max.check_bound(self.arith, x, bound, ring, scope, kernel)
 
     def _kernel_selected(self, eqn, invals, ring) -> bool:
         if not self.spu.kernels:

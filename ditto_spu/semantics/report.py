@@ -12,6 +12,9 @@ Kinds of record (``kind``), each with its limit in the ring RingSpec(l, f):
   margin for the truncation protocol's assumption.)
 * ``cast``    - a value after a ring change (down-cast, rescale, up-cast), in the
   destination ring: |v| < 2^(l−2−f).
+* ``bound B`` - the operand of a reduced-ring comparison kernel (the softmax's max and
+  cut-off, :mod:`ditto_spu.kernels.reduce_max`): |v| ≤ B, the calibrated bound its
+  reduced width relies on.
 
 Scopes are jax name scopes with the primitive name appended, as the compiler sees them
 (``FlaxBertModule/encoder/layer/3/attention/self/query/dot_general``); inputs are named by
@@ -35,6 +38,8 @@ def limit_of(ring: RingSpec, kind: str) -> float:
     """Largest safe magnitude of a record of ``kind`` in ``ring``."""
     if kind == "product":
         return 2.0 ** (ring.bits - 2 - 2 * ring.frac_bits)
+    if kind.startswith("bound "):  # a reduced-ring kernel's calibrated bound (kernels/reduce_max.py)
+        return float(kind[len("bound ") :])
     return ring.max_abs
 
 

@@ -1,0 +1,194 @@
+"""Secure comparison in a reduced ring, bit injection, and select.
+
+The non-linear kernels (:mod:`.reduce_max`) decide "is x ≥ y?" on secret fixed-point
+values whose calibrated range is far below the ring's. They never compare over the whole
+ring.
+
+**Reduced ring (local, free).** A party's components s of x ∈ Z_2^l, cut to bits
+[d, d+k) — s ↦ floor(s / 2^d) mod 2^k — form a replicated sharing over Z_2^k of
+
+    x̃ = floor(X / 2^d) − δ,   δ ∈ {0, 1, 2}
+
+whenever d + k ≤ l (the downcast identity of PROTOCOLS.md §1: the wrap term
+w·2^(l−d) vanishes mod 2^k). X = x·2^f, so x̃ is x at resolution 2^−(f−d), off by at
+most 3 units (one from the floor, two from δ). A difference x̃ − ỹ whose magnitude stays
+below 2^(k−1) has its sign in bit k−1. With a calibrated bound |x| ≤ B and r = f − d kept
+fraction bits, k = ⌈log2(2·B·2^r + 5)⌉ + 1 suffices: 16 bits for B = 1024, r = 4, where
+SPU compares over all 32 or 64 bits.
+
+**Sign bit (msb) of a k-bit sharing**, boolean result, 2 + ⌈log2(k−1)⌉ rounds.
+Write z = A + B mod 2^k with A = s0 + s1 (role 0 knows it) and B = s2 (roles 1 and 2
+know it). Then msb(z) = A_{k−1} ⊕ B_{k−1} ⊕ c_{k−1}, c_{k−1} the carry into bit k−1 of
+A + B. Boolean RSS of A: components (A ⊕ ρ, ρ, 0), ρ from the role0–role1 PRG; role 0
+sends A ⊕ ρ to role 2 (round 1). Boolean RSS of B: (0, 0, B), local. Generate
+G = A ∧ B (round 2) and propagate P = A ⊕ B on bits 0..k−2; the carry is the prefix
+(G, P)_{k−2} ∘ … ∘ (G, P)_0 with (G, P)_hi ∘ (G, P)_lo = (G_hi ⊕ P_hi ∧ G_lo,
+P_hi ∧ P_lo), reduced as a balanced tree: one round of ANDs per level, ⌈log2(k−1)⌉
+levels, about 3(k−1) AND gates in all.
+
+**AND of boolean RSS** (one round, one bit per gate per party): party i computes
+z_i = x_i y_i ⊕ x_i y_{i+1} ⊕ x_{i+1} y_i ⊕ α_i with the zero sharing
+α_i = pad(i, i−1) ⊕ pad(i, i+1) and sends z_i to party i−1 — the boolean twin of the
+matmul kernel's reshare.
+
+**Bit injection** (boolean bit → arithmetic RSS over Z_2^m, one round, 6·m bits):
+b = u ⊕ v with u = b'_0 ⊕ b'_1 (role 0) and v = b'_2 (roles 1 and 2), so the
+shared-choice OT of :mod:`.ot` with candidates c(e) = u ⊕ e and choice v gives shares
+of b.
+
+**Select** b·y (arithmetic bit times arithmetic value, no truncation, one round): the
+local cross terms z_i = b_i y_i + b_i y_{i+1} + b_{i+1} y_i plus an arithmetic zero
+sharing, sent to party i−1 (the matmul kernel's steps 1–2).
+
+Security (semi-honest, one corrupted party): every message is either a one-time-padded
+word (role 0's A ⊕ ρ, padded by ρ that role 2 does not hold; the OT messages, see
+:mod:`.ot`) or a reshared gate output z_i + pad(i, i−1) ⊕ pad(i, i+1) sent to party i−1,
+which does not hold pad(i, i+1). Given a receiver's own components and its own PRG
+streams, every message it receives is uniform and independent of the secret. Only the
+final bits exist, and only as shares; no party learns a comparison outcome.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import as_array
+from .ot import ot_roles, shared_choice_ot
+
+WORLD_SIZE = 3
+
+
+# ---- widths ------------------------------------------------------------------------------
+def comparison_width(bound: float, resolution_bits: int) -> int:
+    """Ring width k in which differences of two values |x| ≤ ``bound`` at resolution
+    2^−r (each off by up to 3 units) keep their sign bit."""
+    span = 2.0 * float(bound) * 2.0**resolution_bits + 5.0
+    return max(3, math.ceil(math.log2(span)) + 1)
+
+
+def reduce_components(components: np.ndarray, drop_bits: int, width: int) -> np.ndarray:
+    """Local: each component cut to bits [d, d+k) (see the module doc), as uint64 words."""
+    word_bits = 8 * components.dtype.itemsize
+    if drop_bits < 0 or drop_bits + width > word_bits:
+        raise ValueError(f"bits [{drop_bits}, {drop_bits + width}) do not fit a {word_bits}-bit word")
+    out = components.astype(np.uint64) >> np.uint64(drop_bits)
+    return out & np.uint64((1 << width) - 1)
+
+
+# ---- boolean RSS --------------------------------------------------------------------------
+def _send_bits(ctx, to: int, bits: np.ndarray, recv_from: int | None) -> np.ndarray | None:
+    """Send 0/1 lanes packed 8 per byte; return the lanes received from ``recv_from``."""
+    received = ctx.link.exchange({to: np.packbits(bits.ravel()).tobytes()}, [recv_from] if recv_from is not None else [])
+    if recv_from is None:
+        return None
+    raw = np.frombuffer(received[recv_from], dtype=np.uint8)
+    return np.unpackbits(raw, count=bits.size).reshape(bits.shape)
+
+
+def _bit_pad(ctx, peer: int, shape) -> np.ndarray:
+    return ctx.prg.shared(peer, shape, np.uint8) & np.uint8(1)
+
+
+def and_gates(ctx, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Boolean RSS AND of 0/1 lanes x, y of shape (..., 2); one round."""
+    z = (x[..., 0] & y[..., 0]) ^ (x[..., 0] & y[..., 1]) ^ (x[..., 1] & y[..., 0])
+    z = z ^ _bit_pad(ctx, ctx.prev_rank, z.shape) ^ _bit_pad(ctx, ctx.next_rank, z.shape)
+    z_next = _send_bits(ctx, ctx.prev_rank, z, ctx.next_rank)
+    return np.stack([z, z_next], axis=-1)
+
+
+def not_gate(ctx, x: np.ndarray) -> np.ndarray:
+    """Boolean RSS NOT (local): flip component 0 on both of its holders (ranks 0 and 2)."""
+    out = np.array(x, copy=True)
+    column = {0: 0, 1: None, 2: 1}[ctx.rank]
+    if column is not None:
+        out[..., column] ^= np.uint8(1)
+    return out
+
+
+def _lanes(words: np.ndarray, width: int) -> np.ndarray:
+    """uint64 words (...) -> 0/1 lanes (..., width), lane 0 = least significant bit."""
+    shifts = np.arange(width, dtype=np.uint64)
+    return ((words[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
+
+
+def msb(ctx, reduced: np.ndarray, width: int) -> np.ndarray:
+    """Boolean RSS (..., 2) of the sign bit of a k-bit arithmetic RSS (..., 2)."""
+    shape = reduced.shape[:-1]
+    flat = reduced.reshape(-1, 2)
+    n = flat.shape[0]
+    mask = np.uint64((1 << width) - 1)
+    role, party = ot_roles(ctx)
+    zeros = np.zeros((n, width), np.uint8)
+    # Boolean RSS of A = s'0 + s'1 (role 0) and B = s'2 (roles 1, 2), in role order.
+    if role == 0:
+        a = _lanes((flat[:, 0] + flat[:, 1]) & mask, width)
+        rho = _bit_pad(ctx, party(1), (n, width))
+        ctx.link.exchange({party(2): np.packbits((a ^ rho).ravel()).tobytes()}, [])
+        a_sh, b_sh = np.stack([a ^ rho, rho], -1), np.stack([zeros, zeros], -1)
+    elif role == 1:
+        rho = _bit_pad(ctx, party(0), (n, width))
+        a_sh, b_sh = np.stack([rho, zeros], -1), np.stack([zeros, _lanes(flat[:, 1], width)], -1)
+    else:
+        got = ctx.link.exchange({}, [party(0)])
+        a_masked = np.unpackbits(np.frombuffer(got[party(0)], np.uint8), count=n * width).reshape(n, width)
+        a_sh, b_sh = np.stack([zeros, a_masked], -1), np.stack([_lanes(flat[:, 0], width), zeros], -1)
+    p = a_sh ^ b_sh  # (n, width, 2)
+    low = slice(0, width - 1)
+    g = and_gates(ctx, a_sh[:, low], b_sh[:, low])
+    p_low = p[:, low]
+    # Balanced prefix tree over lanes 0..k-2 (lane 0 least significant).
+    while g.shape[1] > 1:
+        pairs = g.shape[1] // 2
+        hi = slice(1, 2 * pairs, 2)
+        lo = slice(0, 2 * pairs, 2)
+        both = and_gates(
+            ctx,
+            np.concatenate([p_low[:, hi], p_low[:, hi]], axis=1),
+            np.concatenate([g[:, lo], p_low[:, lo]], axis=1),
+        )
+        new_g = g[:, hi] ^ both[:, :pairs]
+        new_p = both[:, pairs:]
+        if g.shape[1] % 2:
+            new_g = np.concatenate([new_g, g[:, -1:]], axis=1)
+            new_p = np.concatenate([new_p, p_low[:, -1:]], axis=1)
+        g, p_low = new_g, new_p
+    carry = g[:, 0] if width > 1 else np.zeros((n, 2), np.uint8)
+    return (p[:, width - 1] ^ carry).reshape(shape + (2,))
+
+
+def msb_rounds(width: int) -> int:
+    """Rounds of :func:`msb` for a k-bit ring."""
+    return 2 + max(0, math.ceil(math.log2(width - 1))) if width > 1 else 1
+
+
+# ---- arithmetic ---------------------------------------------------------------------------
+def bit_injection(ctx, bits: np.ndarray, word) -> np.ndarray:
+    """Arithmetic RSS (..., 2) over Z_2^m (``word``) of boolean RSS bits (..., 2); one round."""
+    word = np.dtype(word)
+    shape = bits.shape[:-1]
+    flat = bits.reshape(-1, 2)
+    n = flat.shape[0]
+    role, party = ot_roles(ctx)
+    if role == 0:
+        u = (flat[:, 0] ^ flat[:, 1]).astype(word)
+        out = shared_choice_ot(ctx, 0, party, n, word, candidates=(u, u ^ word.type(1)))
+    else:
+        v = flat[:, 1] if role == 1 else flat[:, 0]  # b'_2: role 1's second, role 2's first
+        out = shared_choice_ot(ctx, role, party, n, word, choice=v.astype(bool))
+    return out.reshape(shape + (2,))
+
+
+def multiply_sum(ctx, a: np.ndarray, b: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """RSS of a·b (elementwise, broadcast), summed over ``axis`` if given; no truncation,
+    one round. Components (..., 2) of one word dtype."""
+    z = a[..., 0] * b[..., 0] + a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]
+    if axis is not None:
+        z = z.sum(axis=axis, dtype=z.dtype)
+    z = np.ascontiguousarray(z)
+    word = z.dtype
+    z = z + ctx.prg.shared(ctx.prev_rank, z.shape, word) - ctx.prg.shared(ctx.next_rank, z.shape, word)
+    got = ctx.link.exchange({ctx.prev_rank: z.tobytes()}, [ctx.next_rank])
+    return np.stack([z, as_array(got[ctx.next_rank], word, z.shape)], axis=-1)

@@ -1,0 +1,211 @@
+"""Max over an axis, and max with a public constant, decided in a reduced ring.
+
+Two kernels on secret fixed-point tensors of one ring FXPl[f], both built from
+:mod:`.compare`:
+
+``max_reduced_ring`` — ``reduce(x, max)`` over one axis (the softmax's row max).
+  A tournament with fan-in g (default 4). Per level, for each group of g candidates:
+  1. local: cut every candidate to the reduced ring Z_2^k at resolution 2^−r;
+  2. the g(g−1)/2 pairwise signs msb(x̃_i − x̃_j), all groups and pairs in one batch
+     (2 + ⌈log2(k−1)⌉ rounds);
+  3. candidate i wins when it is ≥ every later one and > every earlier one (ties go
+     to the lower index, so exactly one wins): an AND of g−1 bits, ⌈log2(g−1)⌉ rounds;
+  4. bit injection of the g winner bits into Z_2^l (1 round);
+  5. the winner's FULL-precision value: Σ_i w_i·x_i, one reshare (1 round).
+  A row of n keys takes ⌈log_g n⌉ levels; a short last group is padded by repeating a
+  candidate (a duplicate cannot change the max). The result is one of the inputs, at
+  most 3·2^−r below the true max (the reduced values are off by up to 3 units), never
+  above it. The fixed-point semantics models it as the exact max.
+
+``clamp_reduced_ring`` — ``maximum(x, c)`` for a public constant c (the softmax's
+  cut-off): sign of x̃ − c̃ in the reduced ring, bit injection into Z_2^l, and
+  c + b·(x − c) in full precision. 2 + ⌈log2(k−1)⌉ + 2 rounds. An x within 3·2^−r of c
+  may be decided either way; both answers are within 3·2^−r of the exact one, which is
+  what the semantics models.
+
+Parameters (``params``): ``bound`` — the calibrated public bound on |x| (and on |x − c|
+for the clamp) that sets the reduced width k (:func:`.compare.comparison_width`);
+``resolution_bits`` r (default 4); ``axis`` and ``fan_in`` for the max. The drop d = f − r
+and k must satisfy d + k ≤ l. A value beyond ``bound`` makes a difference wrap in Z_2^k
+and the decision arbitrary: checked mode opens the input (tests and debugging only) and
+raises RangeError naming the kernel; the emulator's range report flags it too
+(:func:`check_bound`).
+
+Cost per comparison at k bits, all parties: 3k (sharing A) + 3·(about 3(k−1)) bits of
+AND gates; a select adds 6·l (injection) + 3·l (reshare) bits per candidate.
+
+Security: only the messages of :mod:`.compare` and :mod:`.ot` are sent; each is uniform
+given its receiver's own components and PRG streams (argued there, tested in
+tests/kernels/test_kernel_reduce_max.py). No comparison outcome, winner index or
+reduced value is ever opened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from ..errors import PlanError, RangeError
+from ..rings import RingSpec
+from ..shares import AShare, is_fixed_point
+from .base import PartyContext, register_call_kernel
+from .compare import and_gates, bit_injection, comparison_width, msb, msb_rounds, multiply_sum, not_gate, reduce_components
+from .rss import add_public_to_s0, open_for_check
+
+MAX_NAME = "max_reduced_ring"
+CLAMP_NAME = "clamp_reduced_ring"
+DEFAULT_RESOLUTION_BITS = 4
+DEFAULT_FAN_IN = 4
+
+
+def reduced_width(ring: RingSpec, bound: float, resolution_bits: int = DEFAULT_RESOLUTION_BITS):
+    """(drop d, width k) for values |x| ≤ bound in ``ring``; None when they do not fit."""
+    r = min(resolution_bits, ring.frac_bits)
+    k = comparison_width(bound, r)
+    d = ring.frac_bits - r
+    if d + k > ring.bits:
+        return None
+    return d, k
+
+
+def selects(ring: RingSpec | None, *, bound: float | None, secret: bool, float_operand: bool) -> bool:
+    """Whether a max (reduce or with a constant) runs as these kernels: a secret
+    fixed-point operand in a ring where the calibrated ``bound`` gives a reduced width
+    narrower than the ring (else SPU's full-ring comparison is the same cost)."""
+    if ring is None or bound is None or not secret or not float_operand:
+        return False
+    widths = reduced_width(ring, bound)
+    return widths is not None and widths[1] < ring.bits
+
+
+def check_bound(arith, x, bound: float, ring: RingSpec, scope: str, kernel: str) -> None:
+    """The semantics' range check: |x| beyond the kernel's bound is recorded like a ring
+    overflow (kind ``"bound <B>"``, see :func:`ditto_spu.semantics.report.limit_of`),
+    so the emulator's range report and checked mode name the op. The result itself is
+    the exact max (the kernel returns an input within 3·2^−r of it, or max(x, c) decided
+    within 3·2^−r of c), which the interpreter computes."""
+    arith.check_range(scope, ring, bound_kind(bound), x)
+
+
+def bound_kind(bound: float) -> str:
+    return f"bound {bound:g}"
+
+
+def max_rounds(n: int, width: int, fan_in: int = DEFAULT_FAN_IN) -> int:
+    """Rounds of :func:`max_reduced_ring` over n keys (message depth)."""
+    rounds = 0
+    while n > 1:
+        g = min(fan_in, n)
+        rounds += msb_rounds(width) + (math.ceil(math.log2(g - 1)) if g > 2 else 0) + 2
+        n = -(-n // g)
+    return rounds
+
+
+# ---- protocol -------------------------------------------------------------------------------
+def _params(ring: RingSpec, params: dict, name: str) -> tuple:
+    try:
+        bound = float(params["bound"])
+        r = int(params.get("resolution_bits", DEFAULT_RESOLUTION_BITS))
+    except (KeyError, TypeError, ValueError):
+        raise PlanError(f"{name}: params need a numeric 'bound' (and optional 'resolution_bits'), got {params}") from None
+    widths = reduced_width(ring, bound, r)
+    if widths is None:
+        raise PlanError(f"{name}: values |x| <= {bound:g} at resolution 2^-{r} do not fit a reduced ring of {ring}")
+    return bound, widths
+
+
+def _check_within(ctx, share: AShare, offset: float, bound: float, name: str) -> None:
+    """CHECKED MODE ONLY (reveals the input to all parties)."""
+    values = open_for_check(ctx, share).astype(np.float64) * share.ring.ulp - offset
+    worst = float(np.max(np.abs(values), initial=0.0))
+    if worst > bound:
+        raise RangeError(
+            f"{name} on party {ctx.rank}: |x{' - c' if offset else ''}| reaches {worst:.6g}, beyond the "
+            f"calibrated bound {bound:g} its reduced ring relies on; recalibrate (a larger bound) "
+            "or run this op in SPU"
+        )
+
+
+def _winner_bits(ctx, reduced: np.ndarray, width: int) -> np.ndarray:
+    """Boolean RSS (R, G, g, 2) of "candidate i wins its group" (one winner per group)."""
+    g = reduced.shape[2]
+    pairs = list(itertools.combinations(range(g), 2))
+    left = reduced[:, :, [i for i, _ in pairs]]
+    right = reduced[:, :, [j for _, j in pairs]]
+    neg = msb(ctx, (left - right) & np.uint64((1 << width) - 1), width)  # x_i < x_j, i < j
+    index = {pair: p for p, pair in enumerate(pairs)}
+    terms = []  # per candidate i: g-1 bits "i beats j"
+    for i in range(g):
+        row = []
+        for j in range(g):
+            if j > i:
+                row.append(not_gate(ctx, neg[:, :, index[(i, j)]]))  # x_i >= x_j
+            elif j < i:
+                row.append(neg[:, :, index[(j, i)]])  # x_j < x_i
+        terms.append(np.stack(row, axis=2))
+    bits = np.stack(terms, axis=2)  # (R, G, g, g-1, 2)
+    while bits.shape[3] > 1:
+        half = bits.shape[3] // 2
+        anded = and_gates(ctx, bits[:, :, :, :half], bits[:, :, :, half : 2 * half])
+        bits = np.concatenate([anded, bits[:, :, :, 2 * half :]], axis=3) if bits.shape[3] % 2 else anded
+    return bits[:, :, :, 0]
+
+
+def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
+    """[x] -> [max of x over params['axis']] (the axis removed), same ring."""
+    if len(inputs) != 1:
+        raise PlanError(f"{MAX_NAME} takes 1 input, got {len(inputs)}")
+    (x,) = inputs
+    if not is_fixed_point(x.dtype):
+        raise PlanError(f"{MAX_NAME} compares fixed-point values, got {x.dtype}")
+    bound, (drop, width) = _params(x.ring, params, MAX_NAME)
+    axis = int(params.get("axis", -1)) % len(x.shape)
+    fan_in = int(params.get("fan_in", DEFAULT_FAN_IN))
+    if fan_in < 2:
+        raise PlanError(f"{MAX_NAME}: fan_in must be at least 2, got {fan_in}")
+    if ctx.checked:
+        _check_within(ctx, x, 0.0, bound, MAX_NAME)
+    comps = np.moveaxis(x.components, axis, -2)
+    out_shape = comps.shape[:-2]
+    rows = int(np.prod(out_shape, dtype=np.int64))
+    cur = comps.reshape(rows, comps.shape[-2], 2)
+    word = x.ring.dtype
+    while cur.shape[1] > 1:
+        n = cur.shape[1]
+        g = min(fan_in, n)
+        groups = -(-n // g)
+        if groups * g != n:  # pad with copies of the last candidate
+            cur = np.concatenate([cur, np.repeat(cur[:, -1:], groups * g - n, axis=1)], axis=1)
+        cand = cur.reshape(rows, groups, g, 2)
+        winners = _winner_bits(ctx, reduce_components(cand, drop, width), width)
+        w = bit_injection(ctx, winners, word)
+        cur = multiply_sum(ctx, w, cand, axis=2)
+    return [AShare(x.ring, tuple(out_shape), x.dtype, cur.reshape(tuple(out_shape) + (2,)))]
+
+
+def clamp_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
+    """[x] -> [max(x, params['constant'])], same ring and shape."""
+    if len(inputs) != 1:
+        raise PlanError(f"{CLAMP_NAME} takes 1 input, got {len(inputs)}")
+    (x,) = inputs
+    if not is_fixed_point(x.dtype):
+        raise PlanError(f"{CLAMP_NAME} compares fixed-point values, got {x.dtype}")
+    bound, (drop, width) = _params(x.ring, params, CLAMP_NAME)
+    try:
+        constant = float(params["constant"])
+    except (KeyError, TypeError, ValueError):
+        raise PlanError(f"{CLAMP_NAME}: params need a numeric 'constant', got {params}") from None
+    if ctx.checked:
+        _check_within(ctx, x, constant, bound, CLAMP_NAME)
+    c_scaled = int(x.ring.encode(np.asarray(constant)).view(x.ring.signed_dtype))
+    shifted = add_public_to_s0(x.components, ctx.rank, -c_scaled)  # x − c, exact
+    below = msb(ctx, reduce_components(shifted, drop, width), width)  # x − c < 0
+    keep = bit_injection(ctx, not_gate(ctx, below), x.ring.dtype)
+    out = add_public_to_s0(multiply_sum(ctx, keep, shifted), ctx.rank, c_scaled)
+    return [AShare(x.ring, x.shape, x.dtype, out)]
+
+
+register_call_kernel(MAX_NAME, max_reduced_ring)
+register_call_kernel(CLAMP_NAME, clamp_reduced_ring)
