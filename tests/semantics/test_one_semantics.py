@@ -20,6 +20,7 @@ side or on the interpreter's) makes these checks fail.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 
@@ -264,3 +265,28 @@ def test_consistency_module_names_the_scope_of_a_mismatch():
     a = [("x/exp", RingSpec.parse("FXP64[f=18]")), ("x/add", RingSpec.parse("FXP32[f=8]"))]
     b = [("x/exp", RingSpec.parse("FXP32[f=8]")), ("x/add", RingSpec.parse("FXP32[f=8]"))]
     assert consistency.ring_mismatches(a, b) == [("x/exp", ["FXP64[f=18]"], ["FXP32[f=8]"])]
+
+
+def test_softmax_maxima_run_as_reduced_ring_kernels_in_both_views():
+    """The ditto softmax's row max and cut-off are handed to the reduced-ring kernels by the
+    compiler, and the interpreter knows it (same scopes), under the default bound."""
+    fn, args, policy = case("minilm_shaped_bert_1_layer")
+    _, c_kernels = compiler_view(fn, *args, policy=policy)
+    names = {k for _, k in c_kernels}
+    assert {"max_reduced_ring", "clamp_reduced_ring", "matmul_fxp32"} <= names
+    no_bound = dataclasses.replace(policy, comparison_bound=None)
+    _, c_off = compiler_view(fn, *args, policy=no_bound)
+    _, i_off = interpreter_view(fn, *args, policy=no_bound)
+    assert {k for _, k in c_off} == {k for _, k in i_off} == {"matmul_fxp32"}
+
+
+def test_a_score_beyond_the_comparison_bound_is_named_by_the_emulator():
+    """A bound the kernel relies on is checked like a ring limit: a too-small bound for
+    this layer's masked scores (≈ −1024) is an error naming the max's scope."""
+    from ditto_spu.quant.emulator import EmulatorOptions, RingOverflowError
+
+    fn, args, policy = case("minilm_shaped_bert_1_layer")
+    tight = dataclasses.replace(policy, comparison_bound=100.0)
+    with pytest.raises(RingOverflowError, match=r"softmax_puma/(reduce_max|max).*comparison bound 100"):
+        emulate(fn, tight, options=EmulatorOptions(mode="raise")).evaluate(*args)
+    emulate(fn, policy, options=EmulatorOptions(mode="raise")).evaluate(*args)  # the default holds

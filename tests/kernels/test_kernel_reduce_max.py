@@ -1,0 +1,187 @@
+"""Reduced-ring comparison kernels: max over an axis and max with a constant.
+
+Values, costs (message depth and bytes), range checks, and what a receiving party sees.
+"""
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from ditto_spu.errors import PlanError, RangeError
+from ditto_spu.kernels import compare
+from ditto_spu.kernels.prg import PairwisePRG
+from ditto_spu.kernels.reduce_max import (
+    clamp_reduced_ring,
+    max_reduced_ring,
+    max_rounds,
+    reduced_width,
+    selects,
+)
+from ditto_spu.rings import FXP32, FXP64
+from ditto_spu.shares import AShare, reconstruct, share_values
+from threeparty import RecordingLink, run_three_parties
+
+
+def _quantized(x, ring):
+    return np.round(np.asarray(x) * 2**ring.frac_bits) / 2**ring.frac_bits
+
+
+def _run(kernel, x, ring, params, seed=1, **kw):
+    xs = share_values(x, ring, "float16")
+    outs = run_three_parties(
+        lambda ctx: (kernel(ctx, [xs[ctx.rank]], params)[0], ctx.link.stats.snapshot()),
+        prgs=PairwisePRG.deterministic_trio(seed),
+        **kw,
+    )
+    return reconstruct([o for o, _ in outs]), [s for _, s in outs]
+
+
+@pytest.mark.parametrize("ring", [FXP32(8), FXP32(12), FXP64(18)])
+@pytest.mark.parametrize("fan_in", [2, 3, 4])
+def test_max_is_an_input_within_the_resolution_of_the_true_max(ring, fan_in):
+    rng = np.random.default_rng(fan_in)
+    x = rng.normal(0, 6, (3, 5, 37))
+    x[1, :, 20:] -= 1024  # masked keys, as the ring-safe attention mask makes them
+    x[2, 0, :] = 3.25  # all equal
+    x[2, 1, :7] = 40.0  # ties at the max
+    params = {"bound": 2000, "axis": -1, "fan_in": fan_in}
+    got, _ = _run(max_reduced_ring, x, ring, params)
+    xq = _quantized(x, ring)
+    want = xq.max(-1)
+    resolution = 2.0 ** -min(4, ring.frac_bits)
+    assert got.shape == want.shape
+    assert np.all(got <= want) and np.all(got >= want - 3 * resolution)
+    assert np.all(np.any(np.isclose(xq, got[..., None], atol=0, rtol=0), axis=-1))  # one of the inputs
+
+
+def test_max_over_a_middle_axis():
+    ring = FXP32(10)
+    x = np.random.default_rng(3).normal(0, 3, (4, 9, 6))
+    got, _ = _run(max_reduced_ring, x, ring, {"bound": 64, "axis": 1})
+    want = _quantized(x, ring).max(1)
+    assert got.shape == (4, 6) and np.max(want - got) <= 3 * 2.0**-4 and np.min(want - got) >= 0
+
+
+def test_clamp_is_max_with_the_constant():
+    ring = FXP32(9)
+    x = np.concatenate([np.linspace(-40, 10, 401), [-14.0, -14.5, -13.5, -1030.0]])
+    got, _ = _run(clamp_reduced_ring, x, ring, {"bound": 2000, "constant": -14.0})
+    want = np.maximum(_quantized(x, ring), -14.0)
+    resolution = 2.0**-4
+    far = np.abs(_quantized(x, ring) + 14.0) > 3 * resolution
+    assert np.array_equal(got[far], want[far])  # decided exactly away from c
+    assert np.max(np.abs(got - want)) <= 3 * resolution
+
+
+def test_message_depth_and_bytes():
+    """The protocol's depth is what max_rounds says; bytes shrink with the reduced width."""
+    ring = FXP32(10)
+    x = np.random.default_rng(5).normal(0, 4, (64, 128))
+    _, stats = _run(max_reduced_ring, x, ring, {"bound": 2000, "axis": -1, "fan_in": 4})
+    d, k = reduced_width(ring, 2000)
+    assert (d, k) == (6, 17)
+    # A party counts the rounds it sends or receives in; in each level's first round
+    # (role 0 shares A with role 2) role 1 does neither, so per-party counts sit just
+    # below the depth.
+    depth = max_rounds(128, k, 4)
+    assert depth == 38 and depth - 4 <= max(s.rounds for s in stats) <= depth
+    _, narrow = _run(max_reduced_ring, x, ring, {"bound": 16, "axis": -1, "fan_in": 4})
+    assert sum(s.bytes_sent for s in narrow) < sum(s.bytes_sent for s in stats)
+    assert max_rounds(128, 17, 2) == 56 and max_rounds(128, 17, 8) == 30
+
+
+def test_value_beyond_the_bound_is_detected_in_checked_mode():
+    ring = FXP32(10)
+    x = np.array([[1.0, 2.0, 300.0]])
+    with pytest.raises(RangeError, match="calibrated bound 100"):
+        _run(max_reduced_ring, x, ring, {"bound": 100, "axis": -1}, checked=True)
+    with pytest.raises(RangeError, match="calibrated bound 100"):
+        _run(clamp_reduced_ring, x, ring, {"bound": 100, "constant": -14.0}, checked=True)
+
+
+def test_bad_params_are_plan_errors():
+    ring = FXP32(10)
+    with pytest.raises(PlanError, match="bound"):
+        _run(max_reduced_ring, np.ones((2, 3)), ring, {"axis": -1})
+    with pytest.raises(PlanError, match="do not fit"):
+        _run(max_reduced_ring, np.ones((2, 3)), ring, {"bound": 2.0**30, "axis": -1})
+
+
+def test_selection_rule():
+    assert selects(FXP32(8), bound=2000, secret=True, float_operand=True)
+    assert not selects(FXP32(8), bound=None, secret=True, float_operand=True)
+    assert not selects(FXP32(8), bound=2000, secret=False, float_operand=True)
+    assert not selects(FXP32(8), bound=2.0**24, secret=True, float_operand=True)  # no narrower ring
+    assert reduced_width(FXP64(18), 2000) == (14, 17)
+
+
+def test_msb_of_reduced_sharing_matches_sign():
+    """The building block alone: signs of every k-bit value, the ends of the range included."""
+    k = 9
+    values = np.arange(-(2 ** (k - 1)), 2 ** (k - 1))
+    ring = FXP32(0)
+    xs = share_values(values.astype(np.int32), ring, "int32")
+    bits = run_three_parties(
+        lambda ctx: compare.msb(ctx, compare.reduce_components(xs[ctx.rank].components, 0, k), k),
+        prgs=PairwisePRG.deterministic_trio(11),
+    )
+    opened = bits[0][..., 0] ^ bits[1][..., 0] ^ bits[2][..., 0]
+    assert np.array_equal(opened.astype(bool), values < 0)
+
+
+# ---- what a receiving party sees -----------------------------------------------------------
+class _UnmaskedSharing:
+    """Broken PRG double: role 0's mask ρ for sharing A (drawn with its role-1 neighbour,
+    one uint8 lane per bit) is zero, so role 2 receives A = s'0 + s'1 in the clear."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def shared(self, peer_rank, shape, dtype=np.uint64):
+        pad = self.inner.shared(peer_rank, shape, dtype)
+        return np.zeros_like(pad) if np.dtype(dtype) == np.uint8 else pad
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _fixed_view_shares(values, ring):
+    """Shares in which party 2's own components (s_2, s_0) are the same constants
+    whatever the secret: only s_1 carries it."""
+    s2 = np.full(values.shape, 123456789, dtype=np.uint32)
+    s0 = np.full(values.shape, 987654321, dtype=np.uint32)
+    s1 = ring.encode(values) - s0 - s2
+    comps = [s0, s1, s2]
+    return [AShare(ring, values.shape, "float16", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
+
+
+def _party2_view(value, seed, broken=None):
+    """Everything party 2 receives during one clamp, message by message as byte values,
+    its own shares fixed (in the first comparison party 0 shares A with it)."""
+    ring = FXP32(10)
+    n = 3000
+    xs = _fixed_view_shares(np.full((n,), value), ring)
+    prgs = PairwisePRG.deterministic_trio(seed)
+    if broken is not None:
+        prgs = [broken(p) if r == 0 else p for r, p in enumerate(prgs)]
+    out = run_three_parties(
+        lambda ctx: clamp_reduced_ring(ctx, [xs[ctx.rank]], {"bound": 2000, "constant": -14.0}) and ctx.link.received,
+        link_class=RecordingLink,
+        prgs=prgs,
+    )
+    return [(src, np.frombuffer(payload, np.uint8).astype(np.float64)) for src, payload in out[2]]
+
+
+@pytest.mark.parametrize("broken", [None, _UnmaskedSharing])
+def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
+    """Party 2 holds (s_2, s_0), fixed here; only s_1 — which it never holds — changes with
+    the secret (−20 vs +7: opposite sides of the cut-off). Every message it receives must
+    look the same (its byte values compared by a KS test); with role 0's sharing mask
+    missing, the first one is A = s_0 + s_1 itself."""
+    low, high = _party2_view(-20.0, 1, broken), _party2_view(7.0, 2, broken)
+    assert [s for s, _ in low] == [s for s, _ in high]
+    p = min(ks_2samp(a, b).pvalue for (_, a), (_, b) in zip(low, high))
+    if broken is not None:
+        assert p < 1e-8, p
+    else:
+        assert p > 1e-4, p
