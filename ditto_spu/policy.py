@@ -30,7 +30,9 @@ Comparison bounds (the ranges the reduced-ring kernels rely on,
 :data:`DEFAULT_COMPARISON_BOUND`) is a public bound on |x| for the maxima of low-ring
 values (the softmax's row max and cut-off); an override may carry its own
 ``comparison_bound`` for its scope, and ``null`` at the top level keeps every maximum in
-SPU. The default holds attention scores up to ±488 next to the ring-safe mask bias
+SPU. ``rsqrt_range`` ([low, high], default :data:`DEFAULT_RSQRT_RANGE`; ``null``: SPU's
+own) is the calibrated range of rsqrt's input (LayerNorm's variance + ε) for
+:mod:`ditto_spu.kernels.rsqrt`. The default comparison bound holds attention scores up to ±488 next to the ring-safe mask bias
 (−1024 after the max shift: 1024 + 2·488 = 2000); calibration records the real range
 and the emulator's range report flags a value beyond its bound, naming the layer.
 """
@@ -47,6 +49,7 @@ from .rings import FXP32, FXP64, RingSpec
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DEFAULT_COMPARISON_BOUND = 2000.0
+DEFAULT_RSQRT_RANGE = (2.0**-12, 2.0**16)
 _ELEM_TO_DTYPE = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}
 
 
@@ -107,6 +110,18 @@ class Override:
         return cls(str(obj["scope"]), tuple(rings), bound)
 
 
+def _range(value):
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"rsqrt_range must be [low, high] or null, got {value!r}") from None
+    if not 0 < low <= high < float("inf"):
+        raise PolicyError(f"rsqrt_range needs 0 < low <= high, got {value!r}")
+    return (low, high)
+
+
 def _bound(value, where: str):
     if value is None:
         return None
@@ -130,6 +145,7 @@ class Policy:
     bfloat16: RingSpec | None = None  # None: same as ``low``
     float64: RingSpec | None = None  # None: same as ``high``
     comparison_bound: float | None = DEFAULT_COMPARISON_BOUND
+    rsqrt_range: tuple | None = DEFAULT_RSQRT_RANGE
 
     def bound_for(self, scope: str = "") -> float | None:
         """The comparison bound of an op in ``scope``: the last matching override's, else
@@ -193,6 +209,7 @@ class Policy:
             "float64": str(self.float64 or self.high),
             "integer": str(self.integer),
             "comparison_bound": self.comparison_bound,
+            "rsqrt_range": list(self.rsqrt_range) if self.rsqrt_range is not None else None,
             "overrides": [o.to_obj() for o in self.overrides],
         }
 
@@ -203,7 +220,7 @@ class Policy:
     def from_obj(cls, obj) -> "Policy":
         if not isinstance(obj, dict):
             raise PolicyError(f"a policy is a JSON object, got {type(obj).__name__}")
-        known = {"float16", "bfloat16", "float32", "float64", "integer", "overrides", "comment", "comparison_bound"}
+        known = {"float16", "bfloat16", "float32", "float64", "integer", "overrides", "comment", "comparison_bound", "rsqrt_range"}
         unknown = set(obj) - known
         if unknown:
             raise PolicyError(f"unknown policy keys {sorted(unknown)}; known: {sorted(known)}")
@@ -219,6 +236,7 @@ class Policy:
             bfloat16=None if bf16 == low else bf16,
             float64=None if f64 == high else f64,
             comparison_bound=_bound(obj.get("comparison_bound", DEFAULT_COMPARISON_BOUND), "policy"),
+            rsqrt_range=_range(obj.get("rsqrt_range", list(DEFAULT_RSQRT_RANGE))),
         )
 
     @classmethod

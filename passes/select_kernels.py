@@ -17,13 +17,18 @@ Maxima (the softmax's row max and cut-off): a ``stablehlo.reduce`` whose body is
 an FXP32 ring (where Ditto puts these comparisons; single-ring FXP64 baselines keep SPU's
 own) and a calibrated comparison bound from the policy (``Policy.bound_for``) that gives
 a reduced ring narrower than the ring. The params carry the bound.
+
+rsqrt (LayerNorm's): a ``stablehlo.rsqrt`` of a computed value in an FXP64 ring of a
+mixed-ring program becomes ``rsqrt_calibrated`` when the policy has an ``rsqrt_range``
+the kernel can use (:func:`ditto_spu.kernels.rsqrt.selects`); single-ring FXP64 programs
+(the PUMA and MPCFormer baselines) keep SPU's rsqrt.
 """
 
 from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import reduce_max
+from ditto_spu.kernels import reduce_max, rsqrt
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -110,6 +115,27 @@ def _select_maxima(graph: Graph, policy) -> None:
         n.operands = [x]
 
 
+def is_mixed(graph: Graph) -> bool:
+    """Whether the program has values in an FXP32 ring (Ditto's mixed rings)."""
+    return any(v.ring is not None and v.ring.field == "FM32" for v in graph.values)
+
+
+def _select_rsqrt(graph: Graph, policy) -> None:
+    value_range = getattr(policy, "rsqrt_range", None)
+    mixed = is_mixed(graph)
+    for n in graph.nodes:
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.rsqrt":
+            continue
+        x = graph.values[n.operands[0]]
+        if x.ring != n.ring or not rsqrt.selects(
+            n.ring, value_range=value_range, mixed=mixed, secret=_computed(graph, x.id), float_operand=x.is_float
+        ):
+            continue
+        n.kind = "call"
+        n.kernel = rsqrt.NAME
+        n.params = {"low": value_range[0], "high": value_range[1]}
+
+
 def select_kernels(
     graph: Graph,
     *,
@@ -122,6 +148,7 @@ def select_kernels(
     one switch turns ditto-spu's own kernels on or off."""
     if maxima if maxima is not None else matmul_fxp32:
         _select_maxima(graph, policy)
+        _select_rsqrt(graph, policy)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:

@@ -160,7 +160,7 @@ def calibrate_detailed(
         groups: dict = {}  # group -> (bound, record)
         args: dict = {}
         for r in report.records:
-            if r.ring.field != "FM32" or r.kind.startswith("bound "):
+            if r.ring.field != "FM32" or r.kind.startswith(("bound ", "range ")):
                 continue  # a comparison bound does not depend on the fraction bits
             b = max_frac_bits(r, margin_bits)
             if r.kind == "input":

@@ -375,7 +375,7 @@ def raise_on_overflow(report: RangeReport, *, margin_bits: float = 0.0, fields: 
     margin on top of it."""
 
     def needed(r) -> float:
-        return 0.0 if r.kind.startswith("bound ") else margin_bits
+        return 0.0 if r.kind.startswith(("bound ", "range ")) else margin_bits
 
     bad = sorted(
         (r for r in report.records if r.headroom_bits < needed(r) and (fields is None or r.ring.field in fields)),
@@ -391,6 +391,13 @@ def raise_on_overflow(report: RangeReport, *, margin_bits: float = 0.0, fields: 
             f"reduced-ring kernel relies on ({w.n_over} element(s) over){more}. Raise the policy's "
             f"comparison_bound for this scope (ditto-spu calibrate records it) or set it to null to "
             f"keep this max in SPU.",
+            bad,
+        )
+    if w.kind.startswith("range "):
+        raise RingOverflowError(
+            f"{w.scope}: an input is outside the calibrated {w.kind} its kernel relies on (off by a "
+            f"factor {w.max_abs:.6g}; {w.n_over} element(s)){more}. Widen the policy's rsqrt_range "
+            f"or set it to null to keep this op in SPU.",
             bad,
         )
     what = "product before truncation" if w.kind == "product" else w.kind

@@ -121,6 +121,32 @@ def join_scope(*parts) -> str:
     return "/".join(p for p in parts if p)
 
 
+def uses_fxp32(jaxpr, policy: Policy) -> bool:
+    """Whether a program has values in an FXP32 ring: a float16/bfloat16 value anywhere
+    (sub-programs included) whose dtype the policy maps to FXP32 somewhere (its base ring
+    or an override). The compiler's twin: :func:`passes.select_kernels.is_mixed`."""
+    low = {"float16", "bfloat16"}
+    fm32 = {d for d in low if policy.base_ring(d).field == "FM32"}
+    for o in policy.overrides:
+        fm32.update(d for d, r in o.rings if d in low and r.field == "FM32")
+    if not fm32:
+        return False
+
+    def walk(j) -> bool:
+        for v in list(j.invars) + list(j.constvars):
+            if str(v.aval.dtype) in fm32:
+                return True
+        for eqn in j.eqns:
+            if any(str(v.aval.dtype) in fm32 for v in eqn.outvars):
+                return True
+            for sub in _sub_jaxprs(eqn):
+                if walk(sub.jaxpr if hasattr(sub, "jaxpr") else sub):
+                    return True
+        return False
+
+    return walk(jaxpr)
+
+
 def call_body(eqn):
     """(jaxpr, consts, inner name-stack prefix part) of a call-like equation."""
     sub = eqn.params[CALL_PRIMITIVES[eqn.primitive.name]]
@@ -174,10 +200,12 @@ class Interpreter:
         self.kernel_calls: list = []  # (scope, kernel name)
         self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
         self._ring_cache: dict = {}
+        self.mixed = False  # the program has FXP32 values (set by run)
 
     # -- entry ----------------------------------------------------------------------------
     def run(self, closed, arg_names, inputs) -> list:
         """Encode the inputs in their rings, evaluate, return the output arrays."""
+        self.mixed = uses_fxp32(closed.jaxpr, self.policy)
         args = []
         for var, name, x in zip(closed.jaxpr.invars, arg_names, inputs):
             if is_float(var.aval.dtype):
@@ -297,6 +325,8 @@ class Interpreter:
             return [self._integer_pow(xs[0], eqn.params["y"], ring, scope)]
         if prim == "div":
             return [self._div(eqn, xs, invals, ring, scope, producers)]
+        if prim == "rsqrt":
+            self._rsqrt_kernel(xs, invals, ring, scope)
         if prim in SPU_ALGORITHMS and self.spu.nonlinear == "spu":
             out = SPU_ALGORITHMS[prim](F, xs, self.spu)
             if prim == "exp":
@@ -331,6 +361,19 @@ class Interpreter:
             return
         self.kernel_calls.append((scope, kernel))
         reduce_max.check_bound(self.arith, x, bound, ring, scope, kernel)
+
+    def _rsqrt_kernel(self, xs, invals, ring, scope) -> None:
+        """An rsqrt the compiler hands to :mod:`ditto_spu.kernels.rsqrt`: it computes SPU's
+        algorithm (the model below), so only its range is checked and the call recorded."""
+        from ..kernels import rsqrt
+
+        value_range = getattr(self.policy, "rsqrt_range", None)
+        if not self.spu.kernels or not rsqrt.selects(
+            ring, value_range=value_range, mixed=self.mixed, secret=not invals[0].const, float_operand=invals[0].is_float
+        ):
+            return
+        self.kernel_calls.append((scope, rsqrt.NAME))
+        rsqrt.check_range(self.arith, xs[0], *value_range, ring, scope)
 
     def _kernel_selected(self, eqn, invals, ring) -> bool:
         if not self.spu.kernels:

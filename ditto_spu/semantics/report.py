@@ -15,6 +15,8 @@ Kinds of record (``kind``), each with its limit in the ring RingSpec(l, f):
 * ``bound B`` - the operand of a reduced-ring comparison kernel (the softmax's max and
   cut-off, :mod:`ditto_spu.kernels.reduce_max`): |v| ≤ B, the calibrated bound its
   reduced width relies on.
+* ``range L..H`` - the operand x of a kernel that relies on L ≤ x ≤ H (the calibrated
+  rsqrt, :mod:`ditto_spu.kernels.rsqrt`), recorded as max(x/H, L/x) against 1.
 
 Scopes are jax name scopes with the primitive name appended, as the compiler sees them
 (``FlaxBertModule/encoder/layer/3/attention/self/query/dot_general``); inputs are named by
@@ -40,6 +42,8 @@ def limit_of(ring: RingSpec, kind: str) -> float:
         return 2.0 ** (ring.bits - 2 - 2 * ring.frac_bits)
     if kind.startswith("bound "):  # a reduced-ring kernel's calibrated bound (kernels/reduce_max.py)
         return float(kind[len("bound ") :])
+    if kind.startswith("range "):  # max(x/high, low/x) of a calibrated range (kernels/rsqrt.py)
+        return 1.0
     return ring.max_abs
 
 

@@ -267,14 +267,15 @@ def test_consistency_module_names_the_scope_of_a_mismatch():
     assert consistency.ring_mismatches(a, b) == [("x/exp", ["FXP64[f=18]"], ["FXP32[f=8]"])]
 
 
-def test_softmax_maxima_run_as_reduced_ring_kernels_in_both_views():
-    """The ditto softmax's row max and cut-off are handed to the reduced-ring kernels by the
-    compiler, and the interpreter knows it (same scopes), under the default bound."""
+def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
+    """The ditto softmax's row max and cut-off go to the reduced-ring kernels and
+    LayerNorm's rsqrt to the calibrated one, under the default bound and range; the
+    interpreter knows it (same scopes). Without them only the matmuls are kernels."""
     fn, args, policy = case("minilm_shaped_bert_1_layer")
     _, c_kernels = compiler_view(fn, *args, policy=policy)
     names = {k for _, k in c_kernels}
-    assert {"max_reduced_ring", "clamp_reduced_ring", "matmul_fxp32"} <= names
-    no_bound = dataclasses.replace(policy, comparison_bound=None)
+    assert {"max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32"} <= names
+    no_bound = dataclasses.replace(policy, comparison_bound=None, rsqrt_range=None)
     _, c_off = compiler_view(fn, *args, policy=no_bound)
     _, i_off = interpreter_view(fn, *args, policy=no_bound)
     assert {k for _, k in c_off} == {k for _, k in i_off} == {"matmul_fxp32"}
@@ -290,3 +291,21 @@ def test_a_score_beyond_the_comparison_bound_is_named_by_the_emulator():
     with pytest.raises(RingOverflowError, match=r"softmax_puma/(reduce_max|max).*comparison bound 100"):
         emulate(fn, tight, options=EmulatorOptions(mode="raise")).evaluate(*args)
     emulate(fn, policy, options=EmulatorOptions(mode="raise")).evaluate(*args)  # the default holds
+
+
+def test_a_variance_outside_the_rsqrt_range_is_named_by_the_emulator():
+    from ditto_spu.quant.emulator import EmulatorOptions, RingOverflowError
+
+    fn, args, policy = case("minilm_shaped_bert_1_layer")
+    narrow = dataclasses.replace(policy, rsqrt_range=(1e3, 2e3))
+    with pytest.raises(RingOverflowError, match=r"rsqrt.*range 1000..2000"):
+        emulate(fn, narrow, options=EmulatorOptions(mode="raise")).evaluate(*args)
+
+
+def test_single_ring_baselines_keep_spus_nonlinear_algorithms():
+    """puma's program is FXP64 only: no reduced-ring or calibrated kernel in either view."""
+    fn, args, _ = case("minilm_shaped_bert_1_layer")
+    uniform = Policy.uniform(RingSpec.parse("FXP64[f=18]"))
+    _, c_kernels = compiler_view(fn, *args, policy=uniform)
+    _, i_kernels = interpreter_view(fn, *args, policy=uniform)
+    assert c_kernels == [] and i_kernels == []

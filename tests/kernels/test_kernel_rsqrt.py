@@ -1,0 +1,112 @@
+"""The calibrated rsqrt kernel: SPU's algorithm without its bit decomposition."""
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from ditto_spu.errors import PlanError, RangeError
+from ditto_spu.kernels.prg import PairwisePRG
+from ditto_spu.kernels.rsqrt import exponent_range, rounds, rsqrt_calibrated, selects
+from ditto_spu.rings import FXP32, FXP64
+from ditto_spu.semantics.fxp import Fxp
+from ditto_spu.shares import AShare, reconstruct, share_values
+from threeparty import RecordingLink, run_three_parties
+
+RANGE = {"low": 2.0**-12, "high": 2.0**16}
+RING = FXP64(18)
+
+
+def _run(x, params=RANGE, seed=1, ring=RING, **kw):
+    xs = share_values(x, ring, "float32")
+    outs = run_three_parties(
+        lambda ctx: (rsqrt_calibrated(ctx, [xs[ctx.rank]], params)[0], ctx.link.stats.snapshot()),
+        prgs=PairwisePRG.deterministic_trio(seed),
+        **kw,
+    )
+    return reconstruct([o for o, _ in outs]), [s for _, s in outs]
+
+
+def test_matches_spus_algorithm_across_the_range():
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.uniform(np.log(2.0**-12), np.log(2.0**16), 1500))
+    x = np.concatenate([x, 2.0 ** np.arange(-12, 16), 2.0 ** np.arange(-11, 16) - 2.0**-18])  # bit boundaries
+    got, stats = _run(x)
+    xq = np.round(x * 2**18) / 2**18
+    with jax.experimental.enable_x64():
+        model = np.asarray(Fxp(18, "nearest").rsqrt(jax.numpy.asarray(xq, jax.numpy.float64)))
+    exact = 1 / np.sqrt(xq)
+    # same algorithm: within a few output ulps of SPU's model (truncations differ), and
+    # as close to the exact value as the model is
+    ulps = np.abs(got - model) * 2**18
+    assert np.all(ulps <= 4 + 2e-3 * np.abs(model) * 2**18)
+    assert np.median(np.abs(got - model) / exact) < 1e-4
+    assert np.max(np.abs(got - exact) / exact) < 2 * np.max(np.abs(model - exact) / exact) + 1e-3
+    assert max(s.rounds for s in stats) == rounds(FXP64(18), *RANGE.values()) == 18
+
+
+def test_outside_the_range_is_detected_in_checked_mode():
+    with pytest.raises(RangeError, match="outside the calibrated range"):
+        _run(np.array([1.0, 2.0**17]), checked=True)
+
+
+def test_bad_params_and_selection():
+    with pytest.raises(PlanError, match="low"):
+        _run(np.ones(3), params={"high": 4.0})
+    with pytest.raises(PlanError, match="does not suit"):
+        _run(np.ones(3), params={"low": 2.0**-30, "high": 4.0})
+    assert exponent_range(FXP64(18), 2.0**-12, 2.0**16) == (6, 34)
+    assert selects(FXP64(18), value_range=(1.0, 8.0), mixed=True, secret=True, float_operand=True)
+    assert not selects(FXP64(18), value_range=(1.0, 8.0), mixed=False, secret=True, float_operand=True)
+    assert not selects(FXP32(8), value_range=(1.0, 8.0), mixed=True, secret=True, float_operand=True)
+    assert not selects(FXP64(18), value_range=None, mixed=True, secret=True, float_operand=True)
+
+
+class _NoMaskOnProducts:
+    """Broken PRG double (on every party, so they stay consistent): every 64-bit pad is
+    zero — the OT pads and output shares of the bit injection and the reshare masks of
+    the products — so the injection's candidates show party 2 the comparison bits
+    b_j = [X ≥ 2^j] in the clear."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def shared(self, peer_rank, shape, dtype=np.uint64):
+        pad = self.inner.shared(peer_rank, shape, dtype)
+        return np.zeros_like(pad) if np.dtype(dtype) == np.uint64 else pad
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _party2_view(value, seed, broken=None):
+    ring = FXP64(18)
+    n = 2000
+    s2 = np.full((n,), 1234567891234, np.uint64)
+    s0 = np.full((n,), 9876543210987, np.uint64)
+    s1 = ring.encode(np.full((n,), value)) - s0 - s2
+    comps = [s0, s1, s2]
+    xs = [AShare(ring, (n,), "float32", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
+    prgs = PairwisePRG.deterministic_trio(seed)
+    if broken is not None:
+        prgs = [broken(p) for p in prgs]
+    out = run_three_parties(
+        lambda ctx: rsqrt_calibrated(ctx, [xs[ctx.rank]], RANGE) and ctx.link.received,
+        link_class=RecordingLink,
+        prgs=prgs,
+    )
+    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in out[2]]
+
+
+@pytest.mark.parametrize("broken", [None, _NoMaskOnProducts])
+def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
+    """Party 2's own components are fixed; the secret (0.01 vs 300: different highest
+    bits, different compensation) lives in s_1 only. Every message it receives has the same
+    byte distribution for both; with party 0's product pads missing, some does not."""
+    a, b = _party2_view(0.01, 1, broken), _party2_view(300.0, 2, broken)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    p = min(ks_2samp(x, y).pvalue for (_, x), (_, y) in zip(a, b))
+    if broken is not None:
+        assert p < 1e-8, p
+    else:
+        assert p > 1e-4, p
