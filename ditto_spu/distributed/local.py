@@ -8,6 +8,7 @@ and leaving the ``with`` block kills whatever is still running. Node output goes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,12 +65,8 @@ class LocalNodes:
     def __exit__(self, *exc):
         for p in self.procs.values():
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for p in self.procs.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # best effort: never hang teardown
                 p.wait(10)
-            except subprocess.TimeoutExpired:
-                pass

@@ -53,6 +53,7 @@ from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
 from .compare import and_gates, bit_injection, comparison_width, msb, msb_rounds, multiply_sum, not_gate, reduce_components
 from .rss import add_public_to_s0, open_for_check
+from ..semantics.report import bound_kind
 
 MAX_NAME = "max_reduced_ring"
 CLAMP_NAME = "clamp_reduced_ring"
@@ -82,15 +83,11 @@ def selects(ring: RingSpec | None, *, bound: float | None, secret: bool, float_o
 
 def check_bound(arith, x, bound: float, ring: RingSpec, scope: str, kernel: str) -> None:
     """The semantics' range check: |x| beyond the kernel's bound is recorded like a ring
-    overflow (kind ``"bound <B>"``, see :func:`ditto_spu.semantics.report.limit_of`),
-    so the emulator's range report and checked mode name the op. The result itself is
-    the exact max (the kernel returns an input within 3·2^−r of it, or max(x, c) decided
-    within 3·2^−r of c), which the interpreter computes."""
+    overflow (kind :func:`~ditto_spu.semantics.report.bound_kind`), so the emulator's
+    range report and checked mode name the op. The result itself is the exact max (the
+    kernel returns an input within 3·2^−r of it, or max(x, c) decided within 3·2^−r of
+    c), which the interpreter computes."""
     arith.check_range(scope, ring, bound_kind(bound), x)
-
-
-def bound_kind(bound: float) -> str:
-    return f"bound {bound:g}"
 
 
 def max_rounds(n: int, width: int, fan_in: int = DEFAULT_FAN_IN) -> int:
@@ -105,6 +102,7 @@ def max_rounds(n: int, width: int, fan_in: int = DEFAULT_FAN_IN) -> int:
 
 # ---- protocol -------------------------------------------------------------------------------
 def _params(ring: RingSpec, params: dict, name: str) -> tuple:
+    """(bound, (drop, width)) from a kernel's params."""
     try:
         bound = float(params["bound"])
         r = int(params.get("resolution_bits", DEFAULT_RESOLUTION_BITS))
@@ -114,6 +112,20 @@ def _params(ring: RingSpec, params: dict, name: str) -> tuple:
     if widths is None:
         raise PlanError(f"{name}: values |x| <= {bound:g} at resolution 2^-{r} do not fit a reduced ring of {ring}")
     return bound, widths
+
+
+def _operand(ctx, inputs: list, params: dict, name: str, offset: float = 0.0):
+    """The one fixed-point input of a comparison kernel, its bound and reduced width
+    (drop, width); in checked mode, |x − offset| ≤ bound is verified first."""
+    if len(inputs) != 1:
+        raise PlanError(f"{name} takes 1 input, got {len(inputs)}")
+    (x,) = inputs
+    if not is_fixed_point(x.dtype):
+        raise PlanError(f"{name} compares fixed-point values, got {x.dtype}")
+    bound, widths = _params(x.ring, params, name)
+    if ctx.checked:
+        _check_within(ctx, x, offset, bound, name)
+    return x, widths
 
 
 def _check_within(ctx, share: AShare, offset: float, bound: float, name: str) -> None:
@@ -155,18 +167,11 @@ def _winner_bits(ctx, reduced: np.ndarray, width: int) -> np.ndarray:
 
 def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
     """[x] -> [max of x over params['axis']] (the axis removed), same ring."""
-    if len(inputs) != 1:
-        raise PlanError(f"{MAX_NAME} takes 1 input, got {len(inputs)}")
-    (x,) = inputs
-    if not is_fixed_point(x.dtype):
-        raise PlanError(f"{MAX_NAME} compares fixed-point values, got {x.dtype}")
-    bound, (drop, width) = _params(x.ring, params, MAX_NAME)
-    axis = int(params.get("axis", -1)) % len(x.shape)
     fan_in = int(params.get("fan_in", DEFAULT_FAN_IN))
     if fan_in < 2:
         raise PlanError(f"{MAX_NAME}: fan_in must be at least 2, got {fan_in}")
-    if ctx.checked:
-        _check_within(ctx, x, 0.0, bound, MAX_NAME)
+    x, (drop, width) = _operand(ctx, inputs, params, MAX_NAME)
+    axis = int(params.get("axis", -1)) % len(x.shape)
     comps = np.moveaxis(x.components, axis, -2)
     out_shape = comps.shape[:-2]
     rows = int(np.prod(out_shape, dtype=np.int64))
@@ -187,18 +192,11 @@ def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
 
 def clamp_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
     """[x] -> [max(x, params['constant'])], same ring and shape."""
-    if len(inputs) != 1:
-        raise PlanError(f"{CLAMP_NAME} takes 1 input, got {len(inputs)}")
-    (x,) = inputs
-    if not is_fixed_point(x.dtype):
-        raise PlanError(f"{CLAMP_NAME} compares fixed-point values, got {x.dtype}")
-    bound, (drop, width) = _params(x.ring, params, CLAMP_NAME)
     try:
         constant = float(params["constant"])
     except (KeyError, TypeError, ValueError):
         raise PlanError(f"{CLAMP_NAME}: params need a numeric 'constant', got {params}") from None
-    if ctx.checked:
-        _check_within(ctx, x, constant, bound, CLAMP_NAME)
+    x, (drop, width) = _operand(ctx, inputs, params, CLAMP_NAME, offset=constant)
     c_scaled = int(x.ring.encode(np.asarray(constant)).view(x.ring.signed_dtype))
     shifted = add_public_to_s0(x.components, ctx.rank, -c_scaled)  # x − c, exact
     below = msb(ctx, reduce_components(shifted, drop, width), width)  # x − c < 0

@@ -49,6 +49,7 @@ from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel, run_cast
 from .compare import bit_injection, msb, msb_rounds, multiply_sum, not_gate, reduce_components
 from .rss import add_public_to_s0, open_for_check
+from ..semantics.report import range_kind
 
 NAME = "rsqrt_calibrated"
 DEFAULT_RANGE = (2.0**-12, 2.0**16)
@@ -89,10 +90,6 @@ def rounds(ring: RingSpec, low: float, high: float) -> int:
     """Message depth of the kernel."""
     _, p_hi = exponent_range(ring, low, high)
     return msb_rounds(p_hi + 3) + 10
-
-
-def range_kind(low: float, high: float) -> str:
-    return f"range {low:g}..{high:g}"
 
 
 def check_range(arith, x, low: float, high: float, ring: RingSpec, scope: str) -> None:

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 from ..errors import DittoError
 from ..policy import Policy, load_policy
 from .emulator import EmulatorOptions, emulate, raise_on_overflow
-from ..semantics.report import RangeReport, Record, layer_of
+from ..semantics.report import RangeReport, Record, is_kernel_limit, layer_of
 
 
 class CalibrationError(DittoError):
@@ -160,7 +160,7 @@ def calibrate_detailed(
         groups: dict = {}  # group -> (bound, record)
         args: dict = {}
         for r in report.records:
-            if r.ring.field != "FM32" or r.kind.startswith(("bound ", "range ")):
+            if r.ring.field != "FM32" or is_kernel_limit(r.kind):
                 continue  # a comparison bound does not depend on the fraction bits
             b = max_frac_bits(r, margin_bits)
             if r.kind == "input":

@@ -48,7 +48,7 @@ from ..rings import RingSpec
 from ..semantics.arith import WRAP_MODES as MODES
 from ..semantics.arith import CheckedArithmetic
 from ..semantics.interpreter import CALL_PRIMITIVES, Interpreter, SpuSemantics, call_body, is_float, join_scope
-from ..semantics.report import RangeReport
+from ..semantics.report import RangeReport, is_kernel_limit
 
 
 class EmulationError(DittoError):
@@ -375,7 +375,7 @@ def raise_on_overflow(report: RangeReport, *, margin_bits: float = 0.0, fields: 
     margin on top of it."""
 
     def needed(r) -> float:
-        return 0.0 if r.kind.startswith(("bound ", "range ")) else margin_bits
+        return 0.0 if is_kernel_limit(r.kind) else margin_bits
 
     bad = sorted(
         (r for r in report.records if r.headroom_bits < needed(r) and (fields is None or r.ring.field in fields)),

@@ -36,13 +36,30 @@ KINDS = ("input", "const", "value", "product", "cast")
 _NUMERIC = re.compile(r"^\d+$")
 
 
+def bound_kind(bound: float) -> str:
+    """The kind of a record checked against a kernel's calibrated bound |v| ≤ B."""
+    return f"bound {bound:g}"
+
+
+def range_kind(low: float, high: float) -> str:
+    """The kind of a record of max(x/H, L/x) for a kernel's calibrated range L ≤ x ≤ H."""
+    return f"range {low:g}..{high:g}"
+
+
+def is_kernel_limit(kind: str) -> bool:
+    """Whether ``kind`` is a kernel's calibrated limit (:func:`bound_kind`,
+    :func:`range_kind`) rather than a ring's: no margin applies on top of it, and it does
+    not depend on the fraction bits."""
+    return kind.startswith(("bound ", "range "))
+
+
 def limit_of(ring: RingSpec, kind: str) -> float:
     """Largest safe magnitude of a record of ``kind`` in ``ring``."""
     if kind == "product":
         return 2.0 ** (ring.bits - 2 - 2 * ring.frac_bits)
-    if kind.startswith("bound "):  # a reduced-ring kernel's calibrated bound (kernels/reduce_max.py)
+    if kind.startswith("bound "):
         return float(kind[len("bound ") :])
-    if kind.startswith("range "):  # max(x/high, low/x) of a calibrated range (kernels/rsqrt.py)
+    if kind.startswith("range "):
         return 1.0
     return ring.max_abs
 
