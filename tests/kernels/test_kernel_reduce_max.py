@@ -18,8 +18,16 @@ from ditto_spu.kernels.reduce_max import (
     selects,
 )
 from ditto_spu.rings import FXP32, FXP64
-from ditto_spu.shares import AShare, reconstruct, share_values
-from threeparty import RecordingLink, run_three_parties
+from ditto_spu.shares import reconstruct, share_values
+from threeparty import (
+    PadDouble,
+    fixed_view_shares,
+    pads_from_stream_of,
+    received_messages,
+    run_three_parties,
+    without_bit_pad,
+    zero_pads,
+)
 
 
 def _quantized(x, ring):
@@ -130,55 +138,44 @@ def test_msb_of_reduced_sharing_matches_sign():
 
 
 # ---- what a receiving party sees -----------------------------------------------------------
-class _UnmaskedSharing:
-    """Broken PRG double: role 0's mask ρ for sharing A (drawn with its role-1 neighbour,
-    one uint8 lane per bit) is zero, so role 2 receives A = s'0 + s'1 in the clear."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def shared(self, peer_rank, shape, dtype=np.uint64):
-        pad = self.inner.shared(peer_rank, shape, dtype)
-        return np.zeros_like(pad) if np.dtype(dtype) == np.uint8 else pad
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+VIEW_SEED = 5
+VIEW_RING = FXP32(10)
+VIEW_PARAMS = {"bound": 2000, "constant": -14.0}
+BROKEN = {
+    # role 0's mask ρ for sharing A is missing: party 2 receives A = s'0 + s'1 in the clear
+    "no mask": lambda prg: PadDouble(prg, zero_pads(np.uint8)),
+    # party 0 draws its bit pads meant for party 1 (ρ among them) from its stream with
+    # party 2: a reused pad, which party 2 removes with its own
+    "reused pad": lambda prg: PadDouble(prg, pads_from_stream_of(np.uint8, peer_used=2, peer_meant=1)),
+}
 
 
-def _fixed_view_shares(values, ring):
-    """Shares in which party 2's own components (s_2, s_0) are the same constants
-    whatever the secret: only s_1 carries it."""
-    s2 = np.full(values.shape, 123456789, dtype=np.uint32)
-    s0 = np.full(values.shape, 987654321, dtype=np.uint32)
-    s1 = ring.encode(values) - s0 - s2
-    comps = [s0, s1, s2]
-    return [AShare(ring, values.shape, "float16", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
-
-
-def _party2_view(value, seed, broken=None):
-    """Everything party 2 receives during one clamp, message by message as byte values,
-    its own shares fixed (in the first comparison party 0 shares A with it)."""
-    ring = FXP32(10)
+def _party2_view(value, broken=None):
+    """What party 2 receives during one clamp, message by message as byte values, plus
+    the first message (party 0's A ⊕ ρ) with party 2's own first pad with party 0 removed.
+    Party 2's shares and PRG streams are the same whatever the secret: same seeds, and
+    the secret lives in s_1 only."""
     n = 3000
-    xs = _fixed_view_shares(np.full((n,), value), ring)
-    prgs = PairwisePRG.deterministic_trio(seed)
+    xs = fixed_view_shares(np.full((n,), value), VIEW_RING, "float16")
+    prgs = PairwisePRG.deterministic_trio(VIEW_SEED)
     if broken is not None:
-        prgs = [broken(p) if r == 0 else p for r, p in enumerate(prgs)]
-    out = run_three_parties(
-        lambda ctx: clamp_reduced_ring(ctx, [xs[ctx.rank]], {"bound": 2000, "constant": -14.0}) and ctx.link.received,
-        link_class=RecordingLink,
-        prgs=prgs,
-    )
-    return [(src, np.frombuffer(payload, np.uint8).astype(np.float64)) for src, payload in out[2]]
+        prgs[0] = BROKEN[broken](prgs[0])
+    got = received_messages(lambda ctx, x: clamp_reduced_ring(ctx, [x], VIEW_PARAMS), xs, prgs)
+    width = reduced_width(VIEW_RING, VIEW_PARAMS["bound"])[1]
+    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, (n, width), np.uint8) & np.uint8(1)
+    first_src, first = got[0]
+    assert first_src == 0
+    view = got + [("0, own pad removed", without_bit_pad(first, own))]
+    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
 
 
-@pytest.mark.parametrize("broken", [None, _UnmaskedSharing])
+@pytest.mark.parametrize("broken", [None, *BROKEN])
 def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
-    """Party 2 holds (s_2, s_0), fixed here; only s_1 — which it never holds — changes with
-    the secret (−20 vs +7: opposite sides of the cut-off). Every message it receives must
-    look the same (its byte values compared by a KS test); with role 0's sharing mask
-    missing, the first one is A = s_0 + s_1 itself."""
-    low, high = _party2_view(-20.0, 1, broken), _party2_view(7.0, 2, broken)
+    """Party 2's own components and PRG streams are fixed; only s_1 — which it never holds
+    — changes with the secret (−20 vs +7: opposite sides of the cut-off). Every message it
+    receives, as received and with its own pad removed, must look the same (byte values,
+    KS test); with role 0's sharing mask missing or reused, one of them is A = s_0 + s_1."""
+    low, high = _party2_view(-20.0, broken), _party2_view(7.0, broken)
     assert [s for s, _ in low] == [s for s, _ in high]
     p = min(ks_2samp(a, b).pvalue for (_, a), (_, b) in zip(low, high))
     if broken is not None:

@@ -10,8 +10,16 @@ from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.kernels.rsqrt import exponent_range, rounds, rsqrt_calibrated, selects
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.semantics.fxp import Fxp
-from ditto_spu.shares import AShare, reconstruct, share_values
-from threeparty import RecordingLink, run_three_parties
+from ditto_spu.shares import reconstruct, share_values
+from threeparty import (
+    PadDouble,
+    fixed_view_shares,
+    pads_from_stream_of,
+    received_messages,
+    run_three_parties,
+    without_bit_pad,
+    zero_pads,
+)
 
 RANGE = {"low": 2.0**-12, "high": 2.0**16}
 RING = FXP64(18)
@@ -62,48 +70,44 @@ def test_bad_params_and_selection():
     assert not selects(FXP64(18), value_range=None, mixed=True, secret=True, float_operand=True)
 
 
-class _NoMaskOnProducts:
-    """Broken PRG double (on every party, so they stay consistent): every 64-bit pad is
-    zero — the OT pads and output shares of the bit injection and the reshare masks of
-    the products — so the injection's candidates show party 2 the comparison bits
-    b_j = [X ≥ 2^j] in the clear."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def shared(self, peer_rank, shape, dtype=np.uint64):
-        pad = self.inner.shared(peer_rank, shape, dtype)
-        return np.zeros_like(pad) if np.dtype(dtype) == np.uint64 else pad
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+VIEW_SEED = 3
+BROKEN = {
+    # every party's 64-bit pads are zero (consistent, so the run completes): the OT pads
+    # and output shares of the bit injection and the products' reshare masks; the
+    # injection's candidates show party 2 the comparison bits b_j = [X >= 2^j]
+    "no mask": lambda prgs: [PadDouble(p, zero_pads(np.uint64)) for p in prgs],
+    # party 0 draws its bit pads meant for party 1 (the mask of A among them) from its
+    # stream with party 2: a reused pad, which party 2 removes with its own
+    "reused pad": lambda prgs: [PadDouble(prgs[0], pads_from_stream_of(np.uint8, 2, 1)), prgs[1], prgs[2]],
+}
 
 
-def _party2_view(value, seed, broken=None):
-    ring = FXP64(18)
+def _party2_view(value, broken=None):
+    """What party 2 receives during one rsqrt, message by message as byte values, plus
+    the first message (party 0's sharing of A = s_0 + s_1 for the threshold comparisons)
+    with party 2's own first pad with party 0 removed. Party 2's shares and PRG streams
+    are the same whatever the secret (same seeds; the secret lives in s_1 only)."""
     n = 2000
-    s2 = np.full((n,), 1234567891234, np.uint64)
-    s0 = np.full((n,), 9876543210987, np.uint64)
-    s1 = ring.encode(np.full((n,), value)) - s0 - s2
-    comps = [s0, s1, s2]
-    xs = [AShare(ring, (n,), "float32", np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(3)]
-    prgs = PairwisePRG.deterministic_trio(seed)
+    xs = fixed_view_shares(np.full((n,), value), RING, "float32")
+    prgs = PairwisePRG.deterministic_trio(VIEW_SEED)
     if broken is not None:
-        prgs = [broken(p) for p in prgs]
-    out = run_three_parties(
-        lambda ctx: rsqrt_calibrated(ctx, [xs[ctx.rank]], RANGE) and ctx.link.received,
-        link_class=RecordingLink,
-        prgs=prgs,
-    )
-    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in out[2]]
+        prgs = BROKEN[broken](prgs)
+    got = received_messages(lambda ctx, x: rsqrt_calibrated(ctx, [x], RANGE), xs, prgs)
+    p_lo, p_hi = exponent_range(RING, RANGE["low"], RANGE["high"])
+    lanes = (n, p_hi - p_lo, p_hi + 3)  # one comparison per threshold, k = p_hi + 3 bits
+    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, lanes, np.uint8) & np.uint8(1)
+    assert got[0][0] == 0
+    view = got + [("0, own pad removed", without_bit_pad(got[0][1], own))]
+    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
 
 
-@pytest.mark.parametrize("broken", [None, _NoMaskOnProducts])
+@pytest.mark.parametrize("broken", [None, *BROKEN])
 def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
-    """Party 2's own components are fixed; the secret (0.01 vs 300: different highest
-    bits, different compensation) lives in s_1 only. Every message it receives has the same
-    byte distribution for both; with party 0's product pads missing, some does not."""
-    a, b = _party2_view(0.01, 1, broken), _party2_view(300.0, 2, broken)
+    """Party 2's own components and PRG streams are fixed; the secret (0.01 vs 300:
+    different highest bits, different compensation) lives in s_1 only. Every message it
+    receives, as received and with its own pad removed, has the same byte distribution for
+    both; with the masks missing or a pad reused, some does not."""
+    a, b = _party2_view(0.01, broken), _party2_view(300.0, broken)
     assert [s for s, _ in a] == [s for s, _ in b]
     p = min(ks_2samp(x, y).pvalue for (_, x), (_, y) in zip(a, b))
     if broken is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import uuid
 
+import numpy as np
+
 from spu import libspu
 
 from ditto_spu.kernels.base import CountedLink, PartyContext
@@ -97,3 +99,73 @@ def _join_all(threads):
         t.start()
     for t in threads:
         t.join()
+
+
+# ---- message views (security tests) ---------------------------------------------------------
+class PadDouble:
+    """A PRG test double whose pairwise pads come from ``rewrite(inner, peer, shape, dtype)``:
+    deliberately broken variants of correlated randomness (a missing mask, a reused pad)."""
+
+    def __init__(self, inner, rewrite):
+        self.inner = inner
+        self.rewrite = rewrite
+
+    def shared(self, peer_rank, shape, dtype=np.uint64):
+        return self.rewrite(self.inner, peer_rank, shape, dtype)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def zero_pads(dtype):
+    """Rewrite: every pad of ``dtype`` is zero (a missing mask)."""
+
+    def rewrite(inner, peer, shape, d):
+        pad = inner.shared(peer, shape, d)
+        return np.zeros_like(pad) if np.dtype(d) == np.dtype(dtype) else pad
+
+    return rewrite
+
+
+def pads_from_stream_of(dtype, peer_used, peer_meant):
+    """Rewrite: pads of ``dtype`` meant for ``peer_meant`` are drawn from the stream shared
+    with ``peer_used`` instead (a reused pad: ``peer_used`` knows them)."""
+
+    def rewrite(inner, peer, shape, d):
+        if np.dtype(d) == np.dtype(dtype) and peer == peer_meant:
+            return inner.shared(peer_used, shape, d)
+        return inner.shared(peer, shape, d)
+
+    return rewrite
+
+
+def fixed_view_shares(values, ring, dtype, receiver=2):
+    """RSS of ``values`` in which ``receiver``'s own two components are the same constants
+    whatever the secret: only the component it never holds carries it."""
+    from ditto_spu.shares import AShare
+
+    values = np.asarray(values)
+    word = ring.dtype
+    comps = [None] * WORLD_SIZE
+    comps[receiver] = np.full(values.shape, 0x2545F491 % (1 << ring.bits), dtype=word)
+    comps[(receiver + 1) % WORLD_SIZE] = np.full(values.shape, 0x3A8F05C5 % (1 << ring.bits), dtype=word)
+    hidden = (receiver + 2) % WORLD_SIZE
+    comps[hidden] = ring.encode(values) - comps[receiver] - comps[(receiver + 1) % WORLD_SIZE]
+    return [AShare(ring, values.shape, dtype, np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(WORLD_SIZE)]
+
+
+def received_messages(fn, shares, prgs, receiver=2) -> list:
+    """[(source, payload bytes)] that ``receiver`` got while every party ran
+    ``fn(ctx, its share)``, in arrival order."""
+    out = run_three_parties(
+        lambda ctx: fn(ctx, shares[ctx.rank]) and ctx.link.received,
+        link_class=RecordingLink,
+        prgs=prgs,
+    )
+    return out[receiver]
+
+
+def without_bit_pad(payload: bytes, pad_lanes: np.ndarray) -> bytes:
+    """A message of packed bit lanes with the receiver's own pad lanes XORed out."""
+    lanes = np.unpackbits(np.frombuffer(payload, np.uint8), count=pad_lanes.size)
+    return np.packbits(lanes ^ pad_lanes.ravel().astype(np.uint8)).tobytes()
