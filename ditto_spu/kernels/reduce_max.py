@@ -51,7 +51,7 @@ from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
-from .compare import and_gates, bit_injection, comparison_width, msb, msb_rounds, multiply_sum, not_gate, reduce_components
+from .compare import BoolShare, and_gates, bit_injection, comparison_width, msb, msb_rounds, multiply_sum, not_gate, reduce_components
 from .rss import add_public_to_s0, open_for_check
 from ..semantics.report import bound_kind
 
@@ -140,29 +140,26 @@ def _check_within(ctx, share: AShare, offset: float, bound: float, name: str) ->
         )
 
 
-def _winner_bits(ctx, reduced: np.ndarray, width: int) -> np.ndarray:
-    """Boolean RSS (R, G, g, 2) of "candidate i wins its group" (one winner per group)."""
-    g = reduced.shape[2]
+def _winner_bits(ctx, reduced: np.ndarray, width: int) -> BoolShare:
+    """Boolean RSS, leading axis g, packed over the R·G groups, of "candidate i wins its
+    group" (exactly one winner per group); ``reduced`` is (R, G, g, 2)."""
+    rows, groups, g = reduced.shape[:3]
     pairs = list(itertools.combinations(range(g), 2))
     left = reduced[:, :, [i for i, _ in pairs]]
     right = reduced[:, :, [j for _, j in pairs]]
-    neg = msb(ctx, (left - right) & np.uint64((1 << width) - 1), width)  # x_i < x_j, i < j
+    diff = np.moveaxis((left - right) & np.uint64((1 << width) - 1), 2, 0)  # (P, R, G, 2)
+    neg = msb(ctx, diff, width, lead_dims=1)  # x_i < x_j for pair (i, j), i < j
+    geq = not_gate(ctx, neg)  # x_i >= x_j
     index = {pair: p for p, pair in enumerate(pairs)}
-    terms = []  # per candidate i: g-1 bits "i beats j"
+    terms = []  # per candidate i: g-1 bits "i beats j" (ties go to the lower index)
     for i in range(g):
-        row = []
-        for j in range(g):
-            if j > i:
-                row.append(not_gate(ctx, neg[:, :, index[(i, j)]]))  # x_i >= x_j
-            elif j < i:
-                row.append(neg[:, :, index[(j, i)]])  # x_j < x_i
-        terms.append(np.stack(row, axis=2))
-    bits = np.stack(terms, axis=2)  # (R, G, g, g-1, 2)
-    while bits.shape[3] > 1:
-        half = bits.shape[3] // 2
-        anded = and_gates(ctx, bits[:, :, :, :half], bits[:, :, :, half : 2 * half])
-        bits = np.concatenate([anded, bits[:, :, :, 2 * half :]], axis=3) if bits.shape[3] % 2 else anded
-    return bits[:, :, :, 0]
+        terms.append(BoolShare.stack([geq[index[(i, j)]] if j > i else neg[index[(j, i)]] for j in range(g) if j != i]))
+    bits = BoolShare.stack(terms, axis=1)  # lead (g-1, g)
+    while bits.packed.shape[0] > 1:
+        half = bits.packed.shape[0] // 2
+        anded = and_gates(ctx, bits[:half], bits[half : 2 * half])
+        bits = BoolShare.concatenate([anded, bits[2 * half :]]) if bits.packed.shape[0] % 2 else anded
+    return bits[0]
 
 
 def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
@@ -185,7 +182,7 @@ def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
             cur = np.concatenate([cur, np.repeat(cur[:, -1:], groups * g - n, axis=1)], axis=1)
         cand = cur.reshape(rows, groups, g, 2)
         winners = _winner_bits(ctx, reduce_components(cand, drop, width), width)
-        w = bit_injection(ctx, winners, word)
+        w = np.moveaxis(bit_injection(ctx, winners, word).reshape(g, rows, groups, 2), 0, 2)
         cur = multiply_sum(ctx, w, cand, axis=2)
     return [AShare(x.ring, tuple(out_shape), x.dtype, cur.reshape(tuple(out_shape) + (2,)))]
 
@@ -200,7 +197,7 @@ def clamp_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
     c_scaled = int(x.ring.encode(np.asarray(constant)).view(x.ring.signed_dtype))
     shifted = add_public_to_s0(x.components, ctx.rank, -c_scaled)  # x − c, exact
     below = msb(ctx, reduce_components(shifted, drop, width), width)  # x − c < 0
-    keep = bit_injection(ctx, not_gate(ctx, below), x.ring.dtype)
+    keep = bit_injection(ctx, not_gate(ctx, below), x.ring.dtype).reshape(shifted.shape)
     out = add_public_to_s0(multiply_sum(ctx, keep, shifted), ctx.rank, c_scaled)
     return [AShare(x.ring, x.shape, x.dtype, out)]
 

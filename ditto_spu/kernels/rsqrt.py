@@ -158,7 +158,8 @@ def rsqrt_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     mask = np.uint64((1 << width) - 1)
     for i, j in enumerate(thresholds):
         reduced[..., i, :] = add_public_to_s0(reduced[..., i, :], ctx.rank, -(1 << j)) & mask
-    bits = bit_injection(ctx, not_gate(ctx, msb(ctx, reduced, width)), np.uint64)  # b_j = [X >= 2^j]
+    geq = not_gate(ctx, msb(ctx, reduced, width))  # b_j = [X >= 2^j]
+    bits = bit_injection(ctx, geq, np.uint64).reshape(reduced.shape)
     # u = X·2^(f-2-p): the scale 2^(f-2-p) at `extra` more fraction bits is an integer.
     extra = max(0, p_hi + 2 - f)
     scale = [1 << (extra + f - 2 - p) for p in range(p_lo, p_hi + 1)]

@@ -133,8 +133,40 @@ def test_msb_of_reduced_sharing_matches_sign():
         lambda ctx: compare.msb(ctx, compare.reduce_components(xs[ctx.rank].components, 0, k), k),
         prgs=PairwisePRG.deterministic_trio(11),
     )
-    opened = bits[0][..., 0] ^ bits[1][..., 0] ^ bits[2][..., 0]
+    opened = _open_bits(bits)
     assert np.array_equal(opened.astype(bool), values < 0)
+
+
+def _open_bits(shares):
+    """Open a boolean RSS: component 0 of the three parties XORed, unpacked."""
+    lanes = [s.unpack()[..., 0] for s in shares]
+    return lanes[0] ^ lanes[1] ^ lanes[2]
+
+
+@pytest.mark.parametrize("count", [1, 13, 64])
+def test_packed_gates_match_plain_boolean_logic(count):
+    """AND, NOT and bit injection on packed bits, counts not a multiple of 8 included
+    (the bits past the count in the last byte are don't-cares and must not leak in)."""
+    rng = np.random.default_rng(count)
+    x, y = rng.integers(0, 2, (2, 3, count)).astype(np.uint8)
+
+    def share(bits, seed):
+        r = np.random.default_rng(seed).integers(0, 2, (2,) + bits.shape).astype(np.uint8)
+        comps = [r[0], r[1], bits ^ r[0] ^ r[1]]  # component j; party i holds (j=i, j=i+1)
+        return [compare.BoolShare(np.stack([compare.pack_bits(comps[i]), compare.pack_bits(comps[(i + 1) % 3])], -1), count) for i in range(3)]
+
+    xs, ys = share(x, 1), share(y, 2)
+
+    def gates(ctx):
+        both = compare.and_gates(ctx, xs[ctx.rank], ys[ctx.rank])
+        neither = compare.and_gates(ctx, compare.not_gate(ctx, xs[ctx.rank]), compare.not_gate(ctx, ys[ctx.rank]))
+        return both, neither, compare.bit_injection(ctx, both, np.uint32)
+
+    out = run_three_parties(gates, prgs=PairwisePRG.deterministic_trio(3))
+    assert np.array_equal(_open_bits([o[0] for o in out]), x & y)
+    assert np.array_equal(_open_bits([o[1] for o in out]), (1 - x) & (1 - y))
+    injected = out[0][2][..., 0] + out[1][2][..., 0] + out[2][2][..., 0]
+    assert np.array_equal(injected, (x & y).astype(np.uint32))
 
 
 # ---- what a receiving party sees -----------------------------------------------------------
@@ -150,21 +182,21 @@ BROKEN = {
 }
 
 
-def _party2_view(value, broken=None):
+def _party2_view(values, broken=None):
     """What party 2 receives during one clamp, message by message as byte values, plus
     the first message (party 0's A ⊕ ρ) with party 2's own first pad with party 0 removed.
     Party 2's shares and PRG streams are the same whatever the secret: same seeds, and
     the secret lives in s_1 only."""
-    n = 3000
-    xs = fixed_view_shares(np.full((n,), value), VIEW_RING, "float16")
+    n = values.size
+    xs = fixed_view_shares(values, VIEW_RING, "float16")
     prgs = PairwisePRG.deterministic_trio(VIEW_SEED)
     if broken is not None:
         prgs[0] = BROKEN[broken](prgs[0])
     got = received_messages(lambda ctx, x: clamp_reduced_ring(ctx, [x], VIEW_PARAMS), xs, prgs)
     width = reduced_width(VIEW_RING, VIEW_PARAMS["bound"])[1]
-    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, (n, width), np.uint8) & np.uint8(1)
     first_src, first = got[0]
     assert first_src == 0
+    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, (width, -(-n // 8)), np.uint8)
     view = got + [("0, own pad removed", without_bit_pad(first, own))]
     return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
 
@@ -172,10 +204,14 @@ def _party2_view(value, broken=None):
 @pytest.mark.parametrize("broken", [None, *BROKEN])
 def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
     """Party 2's own components and PRG streams are fixed; only s_1 — which it never holds
-    — changes with the secret (−20 vs +7: opposite sides of the cut-off). Every message it
-    receives, as received and with its own pad removed, must look the same (byte values,
-    KS test); with role 0's sharing mask missing or reused, one of them is A = s_0 + s_1."""
-    low, high = _party2_view(-20.0, broken), _party2_view(7.0, broken)
+    — changes with the secret (3000 values in [−30, −15] vs in [2, 9]: opposite sides of
+    the cut-off). Every message it receives, as received and with its own pad removed,
+    must look the same (byte values, KS test); with role 0's sharing mask missing or
+    reused, one of them is A = s_0 + s_1 bit-sliced (lane j of every value packed
+    together): its high lanes are nearly constant bytes, and not the same for both."""
+    rng = np.random.default_rng(0)
+    low = _party2_view(rng.uniform(-30.0, -15.0, 3000), broken)
+    high = _party2_view(rng.uniform(2.0, 9.0, 3000), broken)
     assert [s for s, _ in low] == [s for s, _ in high]
     p = min(ks_2samp(a, b).pvalue for (_, a), (_, b) in zip(low, high))
     if broken is not None:

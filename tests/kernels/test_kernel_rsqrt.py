@@ -94,8 +94,9 @@ def _party2_view(value, broken=None):
         prgs = BROKEN[broken](prgs)
     got = received_messages(lambda ctx, x: rsqrt_calibrated(ctx, [x], RANGE), xs, prgs)
     p_lo, p_hi = exponent_range(RING, RANGE["low"], RANGE["high"])
-    lanes = (n, p_hi - p_lo, p_hi + 3)  # one comparison per threshold, k = p_hi + 3 bits
-    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, lanes, np.uint8) & np.uint8(1)
+    # k = p_hi + 3 packed lanes over one comparison per input and threshold
+    lanes = (p_hi + 3, -(-n * (p_hi - p_lo) // 8))
+    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, lanes, np.uint8)
     assert got[0][0] == 0
     view = got + [("0, own pad removed", without_bit_pad(got[0][1], own))]
     return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]

@@ -165,7 +165,6 @@ def received_messages(fn, shares, prgs, receiver=2) -> list:
     return out[receiver]
 
 
-def without_bit_pad(payload: bytes, pad_lanes: np.ndarray) -> bytes:
-    """A message of packed bit lanes with the receiver's own pad lanes XORed out."""
-    lanes = np.unpackbits(np.frombuffer(payload, np.uint8), count=pad_lanes.size)
-    return np.packbits(lanes ^ pad_lanes.ravel().astype(np.uint8)).tobytes()
+def without_bit_pad(payload: bytes, pad: np.ndarray) -> bytes:
+    """A message of packed bit lanes with the receiver's own packed pad XORed out."""
+    return (np.frombuffer(payload, np.uint8) ^ pad.ravel().astype(np.uint8)).tobytes()
