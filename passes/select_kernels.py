@@ -22,13 +22,18 @@ rsqrt (LayerNorm's): a ``stablehlo.rsqrt`` of a computed value in an FXP64 ring 
 mixed-ring program becomes ``rsqrt_calibrated`` when the policy has an ``rsqrt_range``
 the kernel can use (:func:`ditto_spu.kernels.rsqrt.selects`); single-ring FXP64 programs
 (the PUMA and MPCFormer baselines) keep SPU's rsqrt.
+
+Sums (LayerNorm's means, the softmax's denominator): a ``stablehlo.reduce`` whose body is
+one ``stablehlo.add`` with a zero init, over a secret fixed-point value in a mixed-ring
+program, becomes ``sum_local`` (:func:`ditto_spu.kernels.local_sum.selects`): the same
+exact sum, computed on the shares without SPU's per-op cost.
 """
 
 from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import reduce_max, rsqrt
+from ditto_spu.kernels import local_sum, reduce_max, rsqrt
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -71,17 +76,23 @@ def _splat_constant(graph: Graph, vid: int):
         return float(ir.FloatAttr(attr.get_splat_value()).value)
 
 
-def _reduce_max_axis(node):
-    """The one reduced dimension of a reduce whose body is a single maximum, else None."""
+def _reduce_dims(node, body_op: str):
+    """The reduced dimensions of a single-operand reduce whose body is one ``body_op``,
+    else None."""
     from jaxlib.mlir import ir
 
-    if len(node.operands) != 2 or len(node.op.regions) != 1:
+    if node.op is None or len(node.operands) != 2 or len(node.op.regions) != 1:
         return None
     body = [op.name for op in node.op.regions[0].blocks[0].operations]
-    if body != ["stablehlo.maximum", "stablehlo.return"]:
+    if body != [body_op, "stablehlo.return"]:
         return None
-    dims = list(ir.DenseI64ArrayAttr(node.op.attributes["dimensions"]))
-    return dims[0] if len(dims) == 1 else None
+    return list(ir.DenseI64ArrayAttr(node.op.attributes["dimensions"]))
+
+
+def _reduce_max_axis(node):
+    """The one reduced dimension of a reduce whose body is a single maximum, else None."""
+    dims = _reduce_dims(node, "stablehlo.maximum")
+    return dims[0] if dims is not None and len(dims) == 1 else None
 
 
 def _select_maxima(graph: Graph, policy) -> None:
@@ -136,6 +147,27 @@ def _select_rsqrt(graph: Graph, policy) -> None:
         n.params = {"low": value_range[0], "high": value_range[1]}
 
 
+def _select_sums(graph: Graph) -> None:
+    """Reduce-adds of secret fixed-point values with a zero init -> ``sum_local``."""
+    mixed = is_mixed(graph)
+    for n in graph.nodes:
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.reduce" or n.ring is None:
+            continue
+        dims = _reduce_dims(n, "stablehlo.add")
+        if dims is None:
+            continue
+        x, init = n.operands
+        value = graph.values[x]
+        if value.ring != n.ring or _computed(graph, init) or _splat_constant(graph, init) != 0.0:
+            continue
+        if not local_sum.selects(n.ring, mixed=mixed, secret=_computed(graph, x), float_operand=value.is_float):
+            continue
+        n.kind = "call"
+        n.kernel = local_sum.NAME
+        n.params = {"axes": dims}
+        n.operands = [x]
+
+
 def select_kernels(
     graph: Graph,
     *,
@@ -149,6 +181,7 @@ def select_kernels(
     if maxima if maxima is not None else matmul_fxp32:
         _select_maxima(graph, policy)
         _select_rsqrt(graph, policy)
+        _select_sums(graph)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:

@@ -308,6 +308,8 @@ class Interpreter:
     def compute(self, eqn, prim, xs, invals, ring, scope, producers) -> list:
         if prim in ("reduce_max", "max"):
             self._max_kernel(eqn, prim, xs, invals, ring, scope)
+        if prim == "reduce_sum":
+            self._sum_kernel(invals, ring, scope)
         if prim in _EXACT_PRIMS:
             return self._bind(eqn, xs)
         a = self.arith
@@ -361,6 +363,16 @@ class Interpreter:
             return
         self.kernel_calls.append((scope, kernel))
         reduce_max.check_bound(self.arith, x, bound, ring, scope, kernel)
+
+    def _sum_kernel(self, invals, ring, scope) -> None:
+        """A sum the compiler hands to :mod:`ditto_spu.kernels.local_sum`: the same exact
+        sum (computed by the caller); only the call is recorded."""
+        from ..kernels import local_sum
+
+        if self.spu.kernels and local_sum.selects(
+            ring, mixed=self.mixed, secret=not invals[0].const, float_operand=invals[0].is_float
+        ):
+            self.kernel_calls.append((scope, local_sum.NAME))
 
     def _rsqrt_kernel(self, xs, invals, ring, scope) -> None:
         """An rsqrt the compiler hands to :mod:`ditto_spu.kernels.rsqrt`: it computes SPU's

@@ -49,7 +49,28 @@ def test_softmax_max_and_cutoff_become_kernels_with_their_bound():
 def test_no_bound_fxp64_or_two_secrets_stay_in_spu():
     assert _calls(SOFTMAX_SHIFT, dataclasses.replace(Policy(), comparison_bound=None)) == []
     assert _calls(SOFTMAX_SHIFT, Policy(low=FXP64())) == []  # the single-ring baselines
-    assert _calls(TWO_SECRETS_AND_SUM, Policy()) == []
+    # the max of two secrets stays in SPU; the sum goes to the local sum
+    assert _calls(TWO_SECRETS_AND_SUM, Policy()) == [("sum_local", {"axes": [1]})]
+
+
+SUMS = """
+func.func public @main(%arg0: tensor<2x3x8xf16>, %arg1: tensor<4xf32>) -> (tensor<3xf16>, tensor<2x3xf16>, tensor<f32>) {
+  %zero = stablehlo.constant dense<0.0> : tensor<f16>
+  %one = stablehlo.constant dense<1.0> : tensor<f16>
+  %zero32 = stablehlo.constant dense<0.0> : tensor<f32>
+  %0 = stablehlo.reduce(%arg0 init: %zero) applies stablehlo.add across dimensions = [0, 2] : (tensor<2x3x8xf16>, tensor<f16>) -> tensor<3xf16>
+  %1 = stablehlo.reduce(%arg0 init: %one) applies stablehlo.add across dimensions = [2] : (tensor<2x3x8xf16>, tensor<f16>) -> tensor<2x3xf16>
+  %2 = stablehlo.reduce(%arg1 init: %zero32) applies stablehlo.add across dimensions = [0] : (tensor<4xf32>, tensor<f32>) -> tensor<f32>
+  return %0, %1, %2 : tensor<3xf16>, tensor<2x3xf16>, tensor<f32>
+}
+"""
+
+
+def test_sums_with_a_zero_init_become_local_sums_in_mixed_programs_only():
+    """Both rings of a mixed program; a non-zero init stays in SPU; an FXP64-only program
+    (the baselines) keeps SPU's reduce."""
+    assert _calls(SUMS, Policy()) == [("sum_local", {"axes": [0, 2]}), ("sum_local", {"axes": [0]})]
+    assert _calls(SUMS, Policy(low=FXP64())) == []
 
 
 def test_a_scope_override_sets_its_own_bound():
