@@ -205,4 +205,62 @@ def select_kernels(
         n.kind = "call"
         n.kernel = MATMUL_FXP32
         n.params = params
+    _fuse_bias_adds(graph)
     return graph
+
+
+def _broadcast_source(graph: Graph, vid: int):
+    """(source value id, composed broadcast dimensions, [broadcast nodes]) of a value made
+    by a chain of ``stablehlo.broadcast_in_dim`` ops, else None."""
+    from jaxlib.mlir import ir
+
+    dims, chain = None, []
+    while True:
+        producer = graph.values[vid].producer
+        node = graph.nodes[producer] if producer is not None else None
+        if node is None or node.kind != "op" or node.const or node.op_name != "stablehlo.broadcast_in_dim":
+            break
+        step = list(ir.DenseI64ArrayAttr(node.op.attributes["broadcast_dimensions"]))
+        dims = step if dims is None else [dims[d] for d in step]  # operand dim -> final dim
+        chain.append(node)
+        vid = node.operands[0]
+    return (vid, dims, chain) if chain else None
+
+
+def _fuse_bias_adds(graph: Graph) -> None:
+    """``add(matmul, broadcast_in_dim(bias))`` -> the matmul kernel with the bias as a third
+    input (``params["bias_dims"]``: where the bias's dimensions land in the product, the
+    broadcasts composed), when the product feeds only that add and the bias is a secret
+    value of the same ring defined before the product. The add is exact in both places;
+    in the kernel it costs no SPU segment."""
+    users = graph.users()
+    position = {node.id: i for i, node in enumerate(graph.topological_nodes())}
+    for add in list(graph.nodes):
+        if add.kind != "op" or add.op_name != "stablehlo.add" or add.const or len(add.operands) != 2:
+            continue
+        for mm_vid, b_vid in (add.operands, add.operands[::-1]):
+            producer = graph.values[mm_vid].producer
+            mm = graph.nodes[producer] if producer is not None else None
+            source = _broadcast_source(graph, b_vid)
+            if mm is None or source is None or mm.kernel != MATMUL_FXP32 or len(mm.operands) != 2:
+                continue
+            if users.get(mm_vid) != [add.id] or mm.ring != add.ring:
+                continue
+            bias_vid, dims, chain = source
+            bias = graph.values[bias_vid]
+            bias_at = position.get(bias.producer, -1) if bias.producer is not None else -1
+            if bias.ring != add.ring or not _computed(graph, bias_vid) or bias_at > position[mm.id]:
+                continue
+            if graph.values[add.results[0]].elem != graph.values[mm_vid].elem:
+                continue
+            mm.operands = list(mm.operands) + [bias_vid]
+            mm.params["bias_dims"] = dims
+            mm.results = list(add.results)
+            graph.values[add.results[0]].producer = mm.id
+            add.kind = "removed"
+            users = graph.users()
+            for node in chain:  # outermost first; drop each broadcast nobody reads any more
+                if not users.get(node.results[0]):
+                    node.kind = "removed"
+                    users = graph.users()
+            break
