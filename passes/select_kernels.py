@@ -182,6 +182,7 @@ def select_kernels(
         _select_maxima(graph, policy)
         _select_rsqrt(graph, policy)
         _select_sums(graph)
+        _fuse_max_shifts(graph)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:
@@ -209,22 +210,88 @@ def select_kernels(
     return graph
 
 
+def _fuse_max_shifts(graph: Graph) -> None:
+    """``subtract(x, broadcast(max_reduced_ring(x)))`` (the softmax's x − max) -> the max
+    kernel with ``params["shift"]``: it returns x − max itself (exact, local), when the
+    max feeds only that broadcast and the broadcast runs along the reduced axis."""
+    users = graph.users()
+    for sub in list(graph.nodes):
+        if sub.kind != "op" or sub.op_name != "stablehlo.subtract" or sub.const:
+            continue
+        x_vid, b_vid = sub.operands
+        source = _broadcast_source(graph, b_vid)
+        if source is None:
+            continue
+        max_vid, dims, chain = source
+        producer = graph.values[max_vid].producer
+        mx = graph.nodes[producer] if producer is not None else None
+        if mx is None or mx.kernel != reduce_max.MAX_NAME or mx.operands != [x_vid] or mx.params.get("shift"):
+            continue
+        axis = mx.params["axis"]
+        ndim = len(graph.values[x_vid].shape)
+        if not _only_use(graph, users, max_vid, chain[-1].id) or dims != [d for d in range(ndim) if d != axis % ndim]:
+            continue
+        if graph.values[sub.results[0]].elem != graph.values[x_vid].elem or sub.ring != mx.ring:
+            continue
+        mx.params["shift"] = True
+        mx.results = list(sub.results)
+        graph.values[sub.results[0]].producer = mx.id
+        sub.kind = "removed"
+        users = graph.users()
+        for node in chain:
+            if _unused(graph, users, node.results[0]):
+                node.kind = "removed"
+                users = graph.users()
+
+
+def _only_use(graph: Graph, users: dict, vid: int, node_id: int) -> bool:
+    """Whether node ``node_id`` is the one reader of value ``vid`` (not an output either)."""
+    return users.get(vid) == [node_id] and vid not in graph.outputs
+
+
+def _unused(graph: Graph, users: dict, vid: int) -> bool:
+    return not users.get(vid) and vid not in graph.outputs
+
+
 def _broadcast_source(graph: Graph, vid: int):
     """(source value id, composed broadcast dimensions, [broadcast nodes]) of a value made
-    by a chain of ``stablehlo.broadcast_in_dim`` ops, else None."""
+    by a chain of ``stablehlo.broadcast_in_dim`` ops (and reshapes that only insert unit
+    dimensions below them), else None."""
     from jaxlib.mlir import ir
 
     dims, chain = None, []
     while True:
         producer = graph.values[vid].producer
         node = graph.nodes[producer] if producer is not None else None
-        if node is None or node.kind != "op" or node.const or node.op_name != "stablehlo.broadcast_in_dim":
+        if node is None or node.kind != "op" or node.const:
             break
-        step = list(ir.DenseI64ArrayAttr(node.op.attributes["broadcast_dimensions"]))
+        if node.op_name == "stablehlo.broadcast_in_dim":
+            step = list(ir.DenseI64ArrayAttr(node.op.attributes["broadcast_dimensions"]))
+        elif node.op_name == "stablehlo.reshape" and dims is not None:
+            step = _unit_reshape_dims(graph.values[node.operands[0]].shape, graph.values[vid].shape)
+            if step is None:
+                break
+        else:
+            break
         dims = step if dims is None else [dims[d] for d in step]  # operand dim -> final dim
         chain.append(node)
         vid = node.operands[0]
     return (vid, dims, chain) if chain else None
+
+
+def _unit_reshape_dims(src: tuple, dst: tuple):
+    """For a reshape that only inserts size-1 dimensions (Flax's bias reshape (n,) ->
+    (1, 1, n), keepdims after a reduce): where each source dimension lands in the
+    result, else None."""
+    dims, j = [], 0
+    for size in src:
+        while j < len(dst) and dst[j] != size and dst[j] == 1:
+            j += 1
+        if j == len(dst) or dst[j] != size:
+            return None
+        dims.append(j)
+        j += 1
+    return dims if all(d == 1 for d in dst[j:]) else None
 
 
 def _fuse_bias_adds(graph: Graph) -> None:
@@ -244,7 +311,7 @@ def _fuse_bias_adds(graph: Graph) -> None:
             source = _broadcast_source(graph, b_vid)
             if mm is None or source is None or mm.kernel != MATMUL_FXP32 or len(mm.operands) != 2:
                 continue
-            if users.get(mm_vid) != [add.id] or mm.ring != add.ring:
+            if not _only_use(graph, users, mm_vid, add.id) or mm.ring != add.ring:
                 continue
             bias_vid, dims, chain = source
             bias = graph.values[bias_vid]
@@ -260,7 +327,7 @@ def _fuse_bias_adds(graph: Graph) -> None:
             add.kind = "removed"
             users = graph.users()
             for node in chain:  # outermost first; drop each broadcast nobody reads any more
-                if not users.get(node.results[0]):
+                if _unused(graph, users, node.results[0]):
                     node.kind = "removed"
                     users = graph.users()
             break

@@ -15,7 +15,9 @@ Two kernels on secret fixed-point tensors of one ring FXPl[f], both built from
   A row of n keys takes ⌈log_g n⌉ levels; a short last group is padded by repeating a
   candidate (a duplicate cannot change the max). The result is one of the inputs, at
   most 3·2^−r below the true max (the reduced values are off by up to 3 units), never
-  above it. The fixed-point semantics models it as the exact max.
+  above it. The fixed-point semantics models it as the exact max. With ``shift`` the
+  kernel returns x − max (broadcast along the axis) instead: the softmax's shift, a local
+  subtraction the compiler fuses here to save an SPU segment.
 
 ``clamp_reduced_ring`` — ``maximum(x, c)`` for a public constant c (the softmax's
   cut-off): sign of x̃ − c̃ in the reduced ring, bit injection into Z_2^l, and
@@ -163,7 +165,8 @@ def _winner_bits(ctx, reduced: np.ndarray, width: int) -> BoolShare:
 
 
 def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
-    """[x] -> [max of x over params['axis']] (the axis removed), same ring."""
+    """[x] -> [max of x over params['axis']] (the axis removed), same ring; with
+    ``params['shift']``: [x − max] (x's shape; the softmax's shift, fused by the compiler)."""
     fan_in = int(params.get("fan_in", DEFAULT_FAN_IN))
     if fan_in < 2:
         raise PlanError(f"{MAX_NAME}: fan_in must be at least 2, got {fan_in}")
@@ -184,7 +187,10 @@ def max_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
         winners = _winner_bits(ctx, reduce_components(cand, drop, width), width)
         w = np.moveaxis(bit_injection(ctx, winners, word).reshape(g, rows, groups, 2), 0, 2)
         cur = multiply_sum(ctx, w, cand, axis=2)
-    return [AShare(x.ring, tuple(out_shape), x.dtype, cur.reshape(tuple(out_shape) + (2,)))]
+    top = cur.reshape(tuple(out_shape) + (2,))
+    if params.get("shift"):  # x − max along the axis: local and exact
+        return [AShare(x.ring, x.shape, x.dtype, x.components - np.expand_dims(top, axis))]
+    return [AShare(x.ring, tuple(out_shape), x.dtype, top)]
 
 
 def clamp_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:

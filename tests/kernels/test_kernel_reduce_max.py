@@ -62,6 +62,18 @@ def test_max_is_an_input_within_the_resolution_of_the_true_max(ring, fan_in):
     assert np.all(np.any(np.isclose(xq, got[..., None], atol=0, rtol=0), axis=-1))  # one of the inputs
 
 
+def test_shift_returns_x_minus_its_max():
+    rng = np.random.default_rng(4)
+    ring = FXP32(8)
+    x = rng.normal(0, 5, (3, 4, 20))
+    got, _ = _run(max_reduced_ring, x, ring, {"bound": 100, "axis": 1, "shift": True})
+    xq = _quantized(x, ring)
+    shift = xq - xq.max(axis=1, keepdims=True)
+    assert got.shape == x.shape
+    assert np.all(got >= shift - 1e-9) and np.all(got <= shift + 3 * 2.0**-4 + 1e-9)
+    assert np.all(got.max(axis=1) <= 3 * 2.0**-4 + 1e-9)  # the max itself lands at ~0
+
+
 def test_max_over_a_middle_axis():
     ring = FXP32(10)
     x = np.random.default_rng(3).normal(0, 3, (4, 9, 6))

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ditto_spu.frontend import sim_jax
 from ditto_spu.plan import KernelCall, Segment
@@ -31,14 +32,18 @@ def test_bias_add_joins_the_matmul_kernel_only_when_the_product_has_no_other_use
     assert any(isinstance(s, Segment) for s in plan.steps)  # %4 and %5 stay in SPU
 
 
-def test_fused_dense_layer_matches_the_fixed_point_model():
+@pytest.mark.parametrize("flax_style", [False, True])
+def test_fused_dense_layer_matches_the_fixed_point_model(flax_style):
+    """``x @ w + b`` (a chain of broadcasts) and Flax Dense's ``x @ w + b.reshape(1, -1)``
+    (a unit reshape below the broadcast): the bias joins the kernel, the values are the
+    fixed-point model's."""
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (64, 128)).astype(np.float16)
     w = rng.normal(0, 0.1, (128, 32)).astype(np.float16)
     b = rng.normal(0, 1, (32,)).astype(np.float16)
 
     def dense(x, w, b):
-        return (jnp.dot(x, w) + b).astype(jnp.float32)
+        return (jnp.dot(x, w) + (b.reshape(1, -1) if flax_style else b)).astype(jnp.float32)
 
     run = sim_jax(dense, Policy())
     got = np.asarray(run(x, w, b))

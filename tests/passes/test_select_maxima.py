@@ -41,9 +41,18 @@ def _calls(text, policy):
 def test_softmax_max_and_cutoff_become_kernels_with_their_bound():
     calls = _calls(SOFTMAX_SHIFT, Policy())
     assert calls == [
-        ("max_reduced_ring", {"axis": 1, "bound": 2000.0}),
+        ("max_reduced_ring", {"axis": 1, "bound": 2000.0, "shift": True}),  # x − max fused in
         ("clamp_reduced_ring", {"constant": -14.0, "bound": 2000.0}),
     ]
+
+
+def test_the_shift_is_fused_only_when_the_max_has_no_other_use():
+    also_max = SOFTMAX_SHIFT.replace("-> (tensor<2x8xf32>", "-> (tensor<2x8xf32>").replace(
+        "func.func public @main(%arg0: tensor<2x8xf16>) -> tensor<2x8xf32> {",
+        "func.func public @main(%arg0: tensor<2x8xf16>) -> (tensor<2x8xf32>, tensor<2xf16>) {",
+    ).replace("return %5 : tensor<2x8xf32>", "return %5, %0 : tensor<2x8xf32>, tensor<2xf16>")
+    calls = _calls(also_max, Policy())
+    assert calls[0] == ("max_reduced_ring", {"axis": 1, "bound": 2000.0})
 
 
 def test_no_bound_fxp64_or_two_secrets_stay_in_spu():
