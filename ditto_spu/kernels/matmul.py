@@ -1,14 +1,17 @@
 """Secure FXP32 matrix product (stablehlo.dot_general) over ABY3 replicated shares.
 
 Why our own: SPU 0.9.5 computes FM32 matmuls with Eigen's uint32 GEMM, which is slow
-(and crashes without the aligned allocator); exact float64 BLAS on 16-bit limbs
-(:mod:`.ring_matmul`) is an order of magnitude faster on this class of machine.
+(and crashes without the aligned allocator); exact float64 BLAS on signed limbs
+(:mod:`.ring_matmul`: two GEMMs per ring product) is an order of magnitude faster on
+this class of machine.
 
 Protocol (semi-honest ABY3 multiplication, then truncation), for x ∈ FXP32[f] with
 party i holding (x_i, x_{i+1}) and likewise y:
 
 1. local: z_i = x_i·y_i + x_i·y_{i+1} + x_{i+1}·y_i  (mod 2^32) — a 3-out-of-3
-   additive sharing of x·y at scale 2^(2f); computed as [x_i | x_{i+1}]·[y_i + y_{i+1}; y_i];
+   additive sharing of x·y at scale 2^(2f); computed as the sum of two ring products
+   (x_i + x_{i+1})·y_i + x_i·y_{i+1} (the same z_i; the share sum goes on the smaller
+   operand), contracted together: 4·M·K·N float64 multiply-adds (:mod:`.ring_matmul`);
 2. re-randomise with a zero sharing from the pairwise PRG: c_i = z_i + r_{i-1,i} − r_{i,i+1}
    (Σ c_i = Σ z_i); party i sends c_i to party i−1 — one round, 32 bits per output
    element per party — and holds (c_i, c_{i+1}): a fresh replicated sharing;
@@ -17,7 +20,9 @@ party i holding (x_i, x_{i+1}) and likewise y:
    probability; valid while |x·y·2^(2f)| < 2^30 − 2^(f−1), SPU's own safe range).
 
 Total: 2 rounds, 288 bits per output element over all parties. Integer tensors skip
-step 3. Security: c_i goes to party i−1, which knows r_{i-1,i} but not r_{i,i+1}, so
+step 3. An optional third input, a bias (``params['bias_dims']``: where its dimensions
+land in the product, as in StableHLO's broadcast_in_dim), is added to the components
+after step 3 — local and exact; the compiler fuses a dense layer's bias add this way. Security: c_i goes to party i−1, which knows r_{i-1,i} but not r_{i,i+1}, so
 c_i is uniform from its view; the truncation's messages are uniform by its own argument.
 """
 
@@ -68,34 +73,76 @@ def _dims(params) -> tuple:
 
 
 def matmul_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
-    """[x, y] -> [dot_general(x, y)] in the same FXP32 ring (see the module doc)."""
-    if len(inputs) != 2:
-        raise PlanError(f"{NAME} takes 2 inputs, got {len(inputs)}")
-    x, y = inputs
+    """[x, y] -> [dot_general(x, y)], or [x, y, bias] -> [dot_general(x, y) + bias] with
+    the bias broadcast along ``params['bias_dims']``, in the same FXP32 ring (see the
+    module doc)."""
+    if len(inputs) not in (2, 3):
+        raise PlanError(f"{NAME} takes 2 inputs (or 3 with a bias), got {len(inputs)}")
+    x, y = inputs[:2]
+    bias = inputs[2] if len(inputs) == 3 else None
     ring = x.ring
-    if ring.field != "FM32" or y.ring != ring:
-        raise PlanError(f"{NAME} multiplies two FXP32 shares of one ring, got {x.ring} and {y.ring}")
+    if ring.field != "FM32" or y.ring != ring or (bias is not None and bias.ring != ring):
+        rings = ", ".join(str(s.ring) for s in inputs)
+        raise PlanError(f"{NAME} multiplies FXP32 shares of one ring, got {rings}")
     dims = _dims(params)
     out_dtype = params.get("out_dtype", x.dtype)
     if ctx.checked and is_fixed_point(out_dtype):
         _check_product_range(ctx, x, y, dims)
-    xa, xb = x.components[..., 0], x.components[..., 1]
-    ya, yb = y.components[..., 0], y.components[..., 1]
-    # [x_i | x_{i+1}] · [y_i + y_{i+1} ; y_i]: stack the two terms along a new contracting axis.
-    lhs = np.stack([xa, xb], axis=-1)
-    rhs = np.stack([ya + yb, ya], axis=-1)
+    lhs, rhs = _local_terms(x.components, y.components)
     lb, rb, lc, rc = dims
+    # the two terms sit on the trailing axis of both operands: contract it too
     z = dot_general_u32(lhs, rhs, (lb, rb, lc + (x.components.ndim - 1,), rc + (y.components.ndim - 1,)))
     pad_prev = ctx.prg.shared(ctx.prev_rank, z.shape, np.uint32)
     pad_next = ctx.prg.shared(ctx.next_rank, z.shape, np.uint32)
-    c_own = z + pad_prev - pad_next
+    c_own = z  # fresh from dot_general_u32: re-randomised in place
+    c_own += pad_prev
+    c_own -= pad_next
     received = ctx.link.exchange({ctx.prev_rank: np.ascontiguousarray(c_own).tobytes()}, [ctx.next_rank])
     c_next = np.frombuffer(received[ctx.next_rank], dtype=np.uint32).reshape(z.shape)
     components = np.stack([c_own, c_next], axis=-1)
     if not is_fixed_point(out_dtype):
-        return [AShare(ring, z.shape, out_dtype, components)]
-    wide = AShare(RingSpec(ring.field, 2 * ring.frac_bits), z.shape, out_dtype, components)
-    return [run_cast(ctx, wide, ring).share]
+        out = AShare(ring, z.shape, out_dtype, components)
+    else:
+        wide = AShare(RingSpec(ring.field, 2 * ring.frac_bits), z.shape, out_dtype, components)
+        out = run_cast(ctx, wide, ring).share
+    if bias is None:
+        return [out]
+    return [AShare(ring, out.shape, out.dtype, out.components + _broadcast_bias(bias, params, out.shape))]
+
+
+def _broadcast_bias(bias: AShare, params: dict, shape: tuple) -> np.ndarray:
+    """The bias's components broadcast to the product's shape: bias dimension i lands on
+    product dimension ``params['bias_dims'][i]`` (StableHLO's broadcast_in_dim)."""
+    try:
+        dims = [int(d) for d in params["bias_dims"]]
+    except (KeyError, TypeError, ValueError):
+        raise PlanError(f"{NAME}: a bias needs params 'bias_dims', got {params}") from None
+    if len(dims) != len(bias.shape) or len(set(dims)) != len(dims) or any(not 0 <= d < len(shape) for d in dims):
+        raise PlanError(f"{NAME}: bias of shape {bias.shape} cannot land on dims {dims} of a {shape} product")
+    order = sorted(range(len(dims)), key=dims.__getitem__)
+    comps = np.transpose(bias.components, order + [len(dims)])
+    expanded = [1] * len(shape)
+    for i in order:
+        expanded[dims[i]] = bias.shape[i]
+    if any(e not in (1, d) for e, d in zip(expanded, shape)):
+        raise PlanError(f"{NAME}: bias of shape {bias.shape} does not broadcast to {shape} along dims {dims}")
+    return np.broadcast_to(comps.reshape(expanded + [2]), tuple(shape) + (2,))
+
+
+def _local_terms(xc: np.ndarray, yc: np.ndarray) -> tuple:
+    """Step 1's two ring products as operands with a trailing terms axis (see the module
+    doc). z_i = x_i·(y_i + y_{i+1}) + x_{i+1}·y_i = (x_i + x_{i+1})·y_i + x_i·y_{i+1}
+    (the same sum mod 2^32): the share sum goes on the smaller operand, the other is the
+    component array as it is."""
+    if xc.size <= yc.size:
+        lhs = np.empty_like(xc)
+        np.add(xc[..., 0], xc[..., 1], out=lhs[..., 0])
+        lhs[..., 1] = xc[..., 0]
+        return lhs, yc
+    rhs = np.empty_like(yc)
+    np.add(yc[..., 0], yc[..., 1], out=rhs[..., 0])
+    rhs[..., 1] = yc[..., 0]
+    return xc, rhs
 
 
 def _check_product_range(ctx: PartyContext, x: AShare, y: AShare, dims) -> None:

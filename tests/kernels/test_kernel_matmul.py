@@ -38,6 +38,36 @@ def test_ring_matmul_splits_long_contractions(monkeypatch):
     assert np.array_equal(ring_matmul.matmul_u32(a, b).astype(object), _exact(a, b))
 
 
+_EXTREMES = [0, 1, 0x3FF, 0x400, 0x7FFFFC00, 0x7FFFFFFF, 0x80000000, 0x801FFFFF, 0x001FFFFF, 0xFFFFFFFF]
+
+
+@pytest.mark.parametrize("lhs_rows", [1, 3])  # 1: the lhs is cut into limbs, 3: the rhs is
+def test_ring_matmul_is_exact_at_the_limb_bound(lhs_rows):
+    """Limb values at their extremes over the longest unchunked contraction (2^12 terms):
+    the float64 sums reach 2^53 and must still be exact, whichever operand is cut."""
+    k = ring_matmul._MAX_K
+    for v in _EXTREMES:
+        a = np.full((lhs_rows, k), v, np.uint32)
+        a[0, -1] ^= np.uint32(5)
+        b = np.tile(np.array([_EXTREMES], np.uint32), (k, 1))[:, : 4 - lhs_rows]
+        assert np.array_equal(ring_matmul.matmul_u32(a, b).astype(object), _exact(a, b)), hex(v)
+
+
+def test_ring_matmul_chunks_long_and_multi_axis_contractions(monkeypatch):
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 2**32, (3, 9000), dtype=np.uint64).astype(np.uint32)
+    b = rng.integers(0, 2**32, (9000, 4), dtype=np.uint64).astype(np.uint32)
+    assert np.array_equal(ring_matmul.matmul_u32(a, b).astype(object), _exact(a, b))
+    monkeypatch.setattr(ring_matmul, "_MAX_K", 16)
+    for shape in [(6, 7), (5, 5, 5)]:  # one axis cut suffices / none does: cut, then recurse
+        a = rng.integers(0, 2**32, (2,) + shape, dtype=np.uint64).astype(np.uint32)
+        b = rng.integers(0, 2**32, shape + (3,), dtype=np.uint64).astype(np.uint32)
+        axes = tuple(range(len(shape)))
+        got = ring_matmul.dot_general_u32(a, b, ((), (), tuple(i + 1 for i in axes), axes))
+        want = np.tensordot(a.astype(object), b.astype(object), (tuple(i + 1 for i in axes), axes)) % (1 << 32)
+        assert np.array_equal(got.astype(object), want)
+
+
 def test_dot_general_batch_and_contract_layout():
     rng = np.random.default_rng(4)
     q = rng.integers(0, 2**32, (2, 3, 4, 8), dtype=np.uint64).astype(np.uint32)
