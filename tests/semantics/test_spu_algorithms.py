@@ -147,7 +147,7 @@ def _build_plan(ring: RingSpec, inputs: dict):
 
 @functools.lru_cache(maxsize=None)
 def _secure_and_model(ring_text: str):
-    """Two secure runs and the model, per op: {op: (secure1, secure2, model, exact)}."""
+    """Three secure runs and the model, per op: {op: (secure1, secure2, secure3, model, exact)}."""
     from ditto_spu.simulation import Simulator
 
     ring = RingSpec.parse(ring_text)
@@ -156,6 +156,7 @@ def _secure_and_model(ring_text: str):
     sim = Simulator(SpuOptions(profile=False), recv_timeout_s=60)
     run1, _ = sim.run(plan, inputs)
     run2, _ = sim.run(plan, inputs)
+    run3, _ = sim.run(plan, inputs)
     encoded = {k: ring.decode(ring.encode(v.astype(np.float64))) for k, v in inputs.items()}
     fxp = Fxp(ring.frac_bits)
     out = {}
@@ -166,7 +167,7 @@ def _secure_and_model(ring_text: str):
             model = np.asarray(model_fn(fxp, *(jnp.asarray(v) for v in vals)), np.float64)
             with np.errstate(all="ignore"):
                 exact = np.asarray(exact_fn(*vals), np.float64)
-            out[name] = (run1[name], run2[name], model, exact)
+            out[name] = (run1[name], run2[name], run3[name], model, exact)
     return out
 
 
@@ -180,9 +181,12 @@ CASES = [
 
 @pytest.mark.parametrize("ring_text,op", CASES, ids=[f"{r}-{o}" for r, o in CASES])
 def test_model_matches_secure_run(ring_text, op):
-    s1, s2, model, exact = _secure_and_model(ring_text)[op]
+    s1, s2, s3, model, exact = _secure_and_model(ring_text)[op]
     ulp = RingSpec.parse(ring_text).ulp
-    floor = np.abs(s1 - s2).max()
+    # the noise floor of secure runs (SPU's random truncations) from three runs: with two,
+    # an op whose worst element amplifies the noise (pow) could draw nearly equal noise
+    # there by chance and make the floor look far smaller than the noise (seen once in CI)
+    floor = max(np.abs(a - b).max() for a, b in ((s1, s2), (s1, s3), (s2, s3)))
     err_model = np.abs(model - s1).max()
     err_exact = np.nanmax(np.abs(exact - s1))
     means = [np.abs(v - s1).mean() for v in (model, s2)] + [np.nanmean(np.abs(exact - s1))]
