@@ -33,9 +33,10 @@ def test_compile_bert_block_segments_and_casts():
     program = compile(bert_block.block, *args)
     plan = program.plan
     rings = [str(s.ring) for s in plan.segments]
-    # LayerNorm's rsqrt runs as the calibrated kernel between the last two FXP64 segments
-    assert rings == ["FXP32[f=8]", "FXP64[f=18]", "FXP32[f=8]", "FXP64[f=18]", "FXP64[f=18]"]
-    assert [c.kernel for c in plan.kernel_calls] == ["rsqrt_calibrated"]
+    # the softmax's denominator and LayerNorm's two means run as local sums, LayerNorm's
+    # rsqrt as the calibrated kernel: each between two FXP64 segments
+    assert rings == ["FXP32[f=8]", "FXP64[f=18]", "FXP64[f=18]", "FXP32[f=8]"] + ["FXP64[f=18]"] * 4
+    assert [c.kernel for c in plan.kernel_calls] == ["sum_local"] * 3 + ["rsqrt_calibrated"]
     pairs = [(str(k.src_ring), str(k.dst_ring)) for k in plan.kernel_steps]
     assert pairs.count(("FXP32[f=8]", "FXP64[f=18]")) == 2  # scores up, dense output up
     assert pairs.count(("FXP64[f=18]", "FXP32[f=8]")) == 6  # x, 4 weights, probabilities
@@ -181,7 +182,7 @@ def test_cli_compile_function_and_mlir(capsys, tmp_path):
     )
     assert args.func(args) == 0
     text = capsys.readouterr().out
-    assert "== annotated IR ==" in text and "5 segments, 8 casts" in text
+    assert "== annotated IR ==" in text and "8 segments, 8 casts" in text
     assert "FXP32[f=8] -> FXP64[f=18]" in text and "bits" in text
     assert plan_path.exists()
     args = parser.parse_args(["compile", str(ROOT / "tests/data/hlo/mixed_chain.mlir"), "--json", "--no-spu"])
