@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo lint test test-all casts bench distill clean
+.PHONY: setup demo lint test test-all casts kernels bench distill clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,9 @@ distill: setup
 
 casts: setup
 	$(VENV)/bin/ditto-spu casts
+
+kernels: setup
+	$(VENV)/bin/ditto-spu kernels
 
 clean:
 	rm -rf $(VENV) build *.egg-info ditto_spu/native/*.so

@@ -51,6 +51,40 @@ def _cmd_casts(args) -> int:
     return 0
 
 
+def _cmd_kernels(args) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .kernel_report import JOBS, measure_all
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=args.json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("measuring call kernels", total=JOBS)
+        results = measure_all(scale=args.scale, seed=args.seed, progress=lambda: bar.advance(task))
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    table = Table(title=f"call kernels at {args.scale:g} × one BERT-base layer's sizes (3-party simulation)")
+    for col in ("kernel", "ring", "input shape", "max error", "stated", "bits/output", "rounds", "outputs/s"):
+        table.add_column(col)
+    for r in results:
+        stated = "—" if r.stated_max_error is None else f"{r.stated_max_error:.3g}"
+        table.add_row(
+            r.kernel,
+            escape(r.ring),
+            escape(r.shape),
+            f"{r.max_error:.3g} {r.error_unit}",
+            stated,
+            f"{r.bits_per_output:.1f}",
+            str(r.rounds),
+            f"{r.outputs_per_second:,.0f}",
+        )
+    Console(width=max(130, Console().width)).print(table)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -146,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_casts)
+
+    p = sub.add_parser("kernels", help="measure the call kernels (matmul, max, cut-off, rsqrt, sum)")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of one BERT-base layer's sizes (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=_cmd_kernels)
 
     p = sub.add_parser("demo", help="the main demonstration: secure MiniLM inference, correct with stock "
                        "weights (ditto-puma), against puma from the same run")

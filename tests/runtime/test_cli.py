@@ -24,6 +24,36 @@ def test_casts_json_reports_every_kernel_within_spec():
         assert r["src"].startswith("FXP") and "[f=" in r["dst"]
 
 
+def test_kernels_json_reports_every_call_kernel_within_spec():
+    """`ditto-spu kernels` on small sizes: every kernel measured, errors within the stated
+    bounds, rounds equal to the message depths the module docs state."""
+    from ditto_spu.kernels.reduce_max import max_rounds
+    from ditto_spu.kernels.rsqrt import rounds as rsqrt_rounds
+    from ditto_spu.rings import FXP64
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_spu.cli", "kernels", "--scale", "0.0625", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["kernel"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"matmul_fxp32", "max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "sum_local"}
+    for r in rows.values():
+        if r["stated_max_error"] is not None:
+            assert r["max_error"] <= r["stated_max_error"] + 1e-9, r
+        assert r["outputs"] > 0 and r["outputs_per_second"] > 0, r
+    assert rows["sum_local"]["max_error"] == 0 and rows["sum_local"]["bits_per_output"] == 0
+    assert rows["sum_local"]["rounds"] == 0
+    assert rows["matmul_fxp32"]["rounds"] == 2
+    # per-party counts: a party idle in a round (role 1 while role 0 shares A in the sign
+    # bit's first round) does not count it, so the busiest party may see one less than
+    # the message depth
+    assert max_rounds(128, 17) - 1 <= rows["max_reduced_ring"]["rounds"] <= max_rounds(128, 17)
+    assert rows["clamp_reduced_ring"]["rounds"] == 8
+    assert rows["rsqrt_calibrated"]["rounds"] == rsqrt_rounds(FXP64(18), 2.0**-12, 2.0**16)
+    assert rows["rsqrt_calibrated"]["error_unit"] == "relative" and rows["rsqrt_calibrated"]["max_error"] < 0.01
+
+
 def test_demo_json_is_accurate():
     proc = subprocess.run(
         [sys.executable, "-m", "ditto_spu.cli", "demo", "--small", "--json"],

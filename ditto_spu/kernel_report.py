@@ -1,0 +1,171 @@
+"""Measure the non-linear and linear call kernels: error, communication, rounds, throughput.
+
+The companion of :mod:`.cast_report` for the kernels the compiler hands ops to
+(``matmul_fxp32``, ``max_reduced_ring``, ``clamp_reduced_ring``, ``rsqrt_calibrated``,
+``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
+simulator — on inputs spread over its valid range (the bound or range the policy
+calibrates), at the sizes of one BERT-base layer by default (``scale`` shrinks them), and
+is compared with the exact function of the encoded inputs:
+
+* the max and the cut-off: absolute error in ulps of the ring (stated bound 3·2^(f−r):
+  the reduced values are off by up to 3 units of 2^−r);
+* rsqrt: relative error against 1/√x (SPU's algorithm; its own polynomial error
+  dominates, no bound is stated);
+* the matmul: ulps against the exact product rounded to the ring (the truncation is
+  within 1.5 ulps), the bias added exactly;
+* the sum: ulps against the exact sum (0: it is exact).
+
+Bits are counted over all parties per output element; rounds are the kernel's message
+depth (the largest per-party count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .plan import InputBinding, KernelCall, OutputBinding, Plan, VarInfo
+from .rings import FXP32, FXP64, RingSpec
+
+LOW_RING = FXP32(8)  # where the compiler puts the comparisons and the matmuls
+HIGH_RING = FXP64(18)  # LayerNorm's rsqrt and sums
+
+
+@dataclasses.dataclass
+class KernelMeasurement:
+    kernel: str
+    ring: str
+    shape: str  # input shape(s)
+    outputs: int
+    max_error: float
+    error_unit: str  # "ulps" or "relative"
+    stated_max_error: float | None
+    bits_per_output: float
+    rounds: int
+    outputs_per_second: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _run(simulator, kernel: str, ring: RingSpec, inputs: dict, dtype: str, params: dict, out_shape: tuple):
+    """One-step plan: returns (decoded output, stats of the step per party)."""
+    from .shares import reconstruct, share_values
+
+    infos = {name: VarInfo(ring, tuple(v.shape), dtype) for name, v in inputs.items()}
+    infos["y"] = VarInfo(ring, tuple(out_shape), dtype)
+    plan = Plan(
+        (KernelCall("k", kernel, tuple(inputs), ("y",), ring, params),),
+        tuple(InputBinding(name, infos[name]) for name in inputs),
+        (OutputBinding("y", infos["y"]),),
+        infos,
+    ).validate()
+    rng = np.random.default_rng(0)
+    per_input = {name: share_values(v, ring, dtype, rng) for name, v in inputs.items()}
+    shares = [{name: per_input[name][r] for name in inputs} for r in range(3)]
+    outputs, stats = simulator.run_shares(plan, shares)
+    return reconstruct([o["y"] for o in outputs]), [party[0] for party in stats.steps]
+
+
+def _measurement(kernel, ring, shapes, y, steps, error, unit, stated) -> KernelMeasurement:
+    seconds = max(s.wall_s for s in steps)
+    outputs = int(np.size(y))
+    return KernelMeasurement(
+        kernel=kernel,
+        ring=str(ring),
+        shape=" × ".join(str(tuple(s)) for s in shapes),
+        outputs=outputs,
+        max_error=float(error),
+        error_unit=unit,
+        stated_max_error=stated,
+        bits_per_output=8 * sum(s.bytes_sent for s in steps) / outputs,
+        rounds=max(s.rounds for s in steps),
+        outputs_per_second=outputs / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def _quantized(x, ring: RingSpec):
+    return np.round(np.asarray(x, np.float64) * 2.0**ring.frac_bits) / 2.0**ring.frac_bits
+
+
+def measure_max(simulator, rng, *, rows: int, keys: int = 128, bound: float = 2000.0, ring: RingSpec = LOW_RING):
+    from .kernels.reduce_max import DEFAULT_RESOLUTION_BITS, MAX_NAME
+
+    x = rng.uniform(-bound, bound, (rows, keys))
+    x[0, 0], x[-1, -1] = bound, -bound  # the ends of the calibrated range
+    y, steps = _run(simulator, MAX_NAME, ring, {"x": x}, "float16", {"bound": bound, "axis": 1}, (rows,))
+    error = np.abs(y - _quantized(x, ring).max(axis=1)).max() / ring.ulp
+    stated = 3.0 * 2.0 ** (ring.frac_bits - DEFAULT_RESOLUTION_BITS)
+    return _measurement(MAX_NAME, ring, [x.shape], y, steps, error, "ulps", stated)
+
+
+def measure_clamp(simulator, rng, *, n: int, constant: float = -14.0, bound: float = 2000.0, ring: RingSpec = LOW_RING):
+    from .kernels.reduce_max import CLAMP_NAME, DEFAULT_RESOLUTION_BITS
+
+    x = np.concatenate([rng.uniform(constant - 2, constant + 2, n // 2), rng.uniform(-bound / 2, bound / 2, n - n // 2)])
+    params = {"bound": bound, "constant": constant}
+    y, steps = _run(simulator, CLAMP_NAME, ring, {"x": x}, "float16", params, x.shape)
+    error = np.abs(y - np.maximum(_quantized(x, ring), constant)).max() / ring.ulp
+    stated = 3.0 * 2.0 ** (ring.frac_bits - DEFAULT_RESOLUTION_BITS)
+    return _measurement(CLAMP_NAME, ring, [x.shape], y, steps, error, "ulps", stated)
+
+
+def measure_rsqrt(simulator, rng, *, n: int, low: float = 2.0**-12, high: float = 2.0**16, ring: RingSpec = HIGH_RING):
+    from .kernels.rsqrt import NAME
+
+    x = np.exp(rng.uniform(np.log(low), np.log(high), n))
+    x[:2] = low, high
+    y, steps = _run(simulator, NAME, ring, {"x": x}, "float32", {"low": low, "high": high}, x.shape)
+    exact = 1.0 / np.sqrt(_quantized(x, ring))
+    error = np.abs(y / exact - 1.0).max()
+    return _measurement(NAME, ring, [x.shape], y, steps, error, "relative", None)
+
+
+def measure_matmul(simulator, rng, *, m: int, k: int, n: int, ring: RingSpec = LOW_RING):
+    from .kernels.matmul import NAME
+
+    x = rng.normal(0, 1, (m, k))
+    w = rng.normal(0, 0.05, (k, n))
+    b = rng.normal(0, 1, (n,))
+    params = {"lhs_batch": [], "rhs_batch": [], "lhs_contract": [1], "rhs_contract": [0], "bias_dims": [1]}
+    y, steps = _run(simulator, NAME, ring, {"x": x, "w": w, "b": b}, "float16", params, (m, n))
+    scale = 2.0**ring.frac_bits
+    xi, wi = (np.round(v * scale).astype(np.int64) for v in (x, w))
+    exact = (xi @ wi) / scale**2 + _quantized(b, ring)  # integer products: exact
+    error = np.abs(y - exact).max() / ring.ulp
+    return _measurement(NAME, ring, [x.shape, w.shape, b.shape], y, steps, error, "ulps", 1.5)
+
+
+def measure_sum(simulator, rng, *, rows: int, cols: int = 768, ring: RingSpec = HIGH_RING):
+    from .kernels.local_sum import NAME
+
+    x = rng.normal(0, 3, (rows, cols))
+    y, steps = _run(simulator, NAME, ring, {"x": x}, "float32", {"axes": [1]}, (rows,))
+    error = np.abs(y - _quantized(x, ring).sum(axis=1)).max() / ring.ulp
+    return _measurement(NAME, ring, [x.shape], y, steps, error, "ulps", 0.0)
+
+
+def measure_all(scale: float = 1.0, seed: int = 0, progress=None) -> list:
+    """Every call kernel at one BERT-base layer's sizes times ``scale`` (rows only)."""
+    from .simulation import Simulator
+
+    rng = np.random.default_rng(seed)
+    simulator = Simulator()
+    rows = max(8, int(round(128 * scale)))
+    jobs = [
+        lambda: measure_matmul(simulator, rng, m=rows, k=768, n=768),
+        lambda: measure_max(simulator, rng, rows=12 * rows),
+        lambda: measure_clamp(simulator, rng, n=12 * rows * 128),
+        lambda: measure_rsqrt(simulator, rng, n=rows),
+        lambda: measure_sum(simulator, rng, rows=rows),
+    ]
+    results = []
+    for job in jobs:
+        results.append(job())
+        if progress is not None:
+            progress()
+    return results
+
+
+JOBS = 5
