@@ -38,12 +38,12 @@ test-all: setup
 bench: setup
 	benchmarks/run_full.sh
 
-# The documented MiniLM QAD (docs/distillation.md): ~9 min on 2 cores, then its evaluation
-# (held-out cosine, neighbour agreement, 8 secure runs against the emulation), ~3 min.
+# The documented MiniLM QAD (docs/distillation.md): ~20 min on 2 cores, then its evaluation
+# (held-out cosine, neighbour agreement, 8 secure runs against the emulation), ~2 min.
 distill: setup
 	$(VENV)/bin/ditto-spu distill --teacher minilm --mode ditto --policy configs/policy_minilm_ditto.json \
-	  --data builtin --out runs/minilm --stage1-steps 480 --stage2-steps 0 --lr-stage1 3e-4 \
-	  --time-budget 16 --seq-len 64 --batch-size 16
+	  --data builtin --extra-text stdlib --out runs/minilm --stage1-steps 1250 --stage2-steps 0 --lr-stage1 3e-4 \
+	  --time-budget 18 --seq-len 64 --batch-size 16 --checkpoint-every 500
 	$(VENV)/bin/ditto-spu eval --teacher minilm --student runs/minilm --data builtin --secure 8
 
 casts: setup

@@ -16,8 +16,8 @@ from pathlib import Path
 
 COMMAND = (
     "ditto-spu distill --teacher minilm --mode ditto --policy configs/policy_minilm_ditto.json "
-    "--data builtin --out runs/minilm --stage1-steps 480 --stage2-steps 0 --lr-stage1 3e-4 "
-    "--time-budget 16 --seq-len 64 --batch-size 16"
+    "--data builtin --extra-text stdlib --out runs/minilm --stage1-steps 1250 --stage2-steps 0 "
+    "--lr-stage1 3e-4 --time-budget 18 --seq-len 64 --batch-size 16 --checkpoint-every 500"
 )
 OUT = Path(__file__).resolve().parents[1] / "ditto_spu" / "results" / "qad_minilm_ditto.json"
 

@@ -3,8 +3,8 @@
 ::
 
     ditto-spu distill --teacher minilm --mode ditto --policy configs/policy_minilm_ditto.json \\
-        --data builtin --out runs/minilm --stage1-steps 480 --stage2-steps 0 --lr-stage1 3e-4 \\
-        --time-budget 16 --seq-len 64 --batch-size 16
+        --data builtin --extra-text stdlib --out runs/minilm --stage1-steps 1250 --stage2-steps 0 \\
+        --lr-stage1 3e-4 --time-budget 18 --seq-len 64 --batch-size 16 --checkpoint-every 500
     ditto-spu eval --teacher minilm --student runs/minilm --mode ditto \\
         --policy configs/policy_minilm_ditto.json --data builtin --secure 8
 
@@ -75,16 +75,31 @@ def _kind(model, data: dict) -> str:
     return "classification" if data["kind"] == "glue" else "embedding"
 
 
-def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None, windows: int = 0, seed: int = 0):
+def _extra_sentences(spec: str, held_out) -> list[str]:
+    """Training sentences of ``--extra-text``: ``stdlib`` (the standard library's
+    docstrings) or a text FILE; never a held-out sentence."""
+    from .data import docstring_sentences, read_text
+
+    held = set(held_out)
+    if spec == "stdlib":
+        return docstring_sentences(exclude=held)
+    if not Path(spec).is_file():
+        raise SystemExit(f"--extra-text {spec!r}: not 'stdlib' or an existing text file")
+    return [s for s in read_text(spec) if s not in held]
+
+
+def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None, windows: int = 0, seed: int = 0,
+           extra_text=None):
     """(train Batches, held-out Batches, description). ``windows``: that many random word
-    spans of the training documents are added to the training set (unlabeled text only)."""
+    spans of the training documents are added to the training set (unlabeled text only);
+    ``extra_text``: more training sentences (:func:`_extra_sentences`), after the data's own."""
     from .data import builtin_corpus, glue_task, load_glue, random_windows, read_text, train_held_out_split
     from .distill.student import encode_texts
     from .distill.trainer import Batches
 
     if data["kind"] == "glue":
-        if windows:
-            raise SystemExit("--windows draws unlabeled text spans: use it with --data builtin or a text file, not GLUE")
+        if windows or extra_text:
+            raise SystemExit("--windows / --extra-text add unlabeled text spans: use it with --data builtin or a text file, not GLUE")
         task = glue_task(data["task"])
         train = load_glue(task, data["dir"], "train")[:max_train]
         dev = load_glue(task, data["dir"], "dev")[:max_held]
@@ -110,6 +125,10 @@ def _texts(data: dict, seq_len: int, tokenizer, max_train=None, max_held=None, w
     if windows:
         train = train + random_windows(documents, windows, seed=seed, max_words=max(4, min(48, (seq_len * 3) // 4)))
         desc += f", +{windows} random spans of the training documents"
+    if extra_text:
+        extra = _extra_sentences(extra_text, held)
+        train = train + extra
+        desc += f", +{len(extra)} sentences of --extra-text {extra_text}"
     return (
         Batches.from_encoded(encode_texts(tokenizer, train, seq_len)),
         Batches.from_encoded(encode_texts(tokenizer, held, seq_len)),
@@ -167,7 +186,7 @@ def cmd_distill(args) -> int:
     model = _load_teacher(args.teacher, data, args.seed)
     tokenizer = tokenizer_for(args.teacher, model)
     train, held, desc = _texts(data, args.seq_len, tokenizer, args.max_train, args.max_held_out,
-                               windows=args.windows, seed=args.seed)
+                               windows=args.windows, seed=args.seed, extra_text=args.extra_text)
     s1, s2 = _split_steps(args)
     cfg = DistillConfig(
         kind=_kind(model, data),
@@ -187,6 +206,8 @@ def cmd_distill(args) -> int:
         stage2_hidden_weight=args.stage2_hidden_weight,
         range_weight=args.range_weight,
         range_margin_bits=args.range_margin_bits,
+        cosine_weight=args.cosine_weight,
+        warmup_fraction=args.warmup_fraction,
     )
     out = Path(args.out)
     print(f"QAD: teacher {args.teacher}, mode {args.mode}, {desc}; {s1}+{s2} steps of "
@@ -388,6 +409,13 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--windows", type=int, default=0, metavar="N",
                    help="add N random word spans of the training documents to the training set "
                         "(unlabeled text: more contexts than the sentences alone; default 0)")
+    p.add_argument("--extra-text", default=None, metavar="SOURCE",
+                   help="more training sentences: 'stdlib' (prose of the standard library's docstrings, "
+                        "~13k sentences) or a text FILE; held-out sentences are never added")
+    p.add_argument("--cosine-weight", type=float, default=1.0,
+                   help="stage 2 (embeddings): weight of (1 - cosine) next to the relative MSE (default 1)")
+    p.add_argument("--warmup-fraction", type=float, default=0.1,
+                   help="fraction of each stage's steps spent warming the learning rate up (default 0.1)")
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples")
     p.add_argument("--max-held-out", type=int, default=None)
     p.add_argument("--skip-eval", action="store_true", help="no held-out cosine / neighbour metrics at the end")

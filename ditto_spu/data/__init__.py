@@ -3,7 +3,8 @@
 * :mod:`.glue` - :func:`load_glue` (RTE, CoLA, QQP, QNLI, SST-2), :func:`encode_examples`;
 * :mod:`.wikitext` - :func:`read_wikitext`, :func:`wikitext_text`, :func:`perplexity_windows`;
 * :mod:`.text` - :func:`read_text` (any UTF-8 file), :func:`builtin_corpus`
-  (``pydoc_data.topics``, deterministic train / held-out split by topic).
+  (``pydoc_data.topics``, deterministic train / held-out split by topic),
+  :func:`docstring_sentences` (prose of the standard library's docstrings: more training text).
 
 Every malformed input raises an error (a :class:`~ditto_spu.errors.DittoError`) that names
 the file and line.
@@ -25,6 +26,7 @@ from .text import (
     Corpus,
     TextDataError,
     builtin_corpus,
+    docstring_sentences,
     random_windows,
     read_text,
     split_sentences,
@@ -52,6 +54,7 @@ __all__ = [
     "WikiArticle",
     "WikitextFormatError",
     "builtin_corpus",
+    "docstring_sentences",
     "detokenize",
     "encode_examples",
     "glue_file",

@@ -183,6 +183,50 @@ def random_windows(documents: Iterable[str], n: int, *, seed: int = 0, min_words
     return out
 
 
+#: Packages of the standard library whose docstrings :func:`docstring_sentences` skips: test
+#: suites (code-like, repetitive) and ``pydoc_data`` (the built-in corpus itself).
+_SKIP_PACKAGES = ("test", "tests", "idle_test", "unittest_tests", "lib2to3", "pydoc_data", "site-packages",
+                  "dist-packages", "__pycache__", "ensurepip", "venv")
+
+
+def docstring_sentences(root: Union[str, Path, None] = None, *, exclude: Iterable[str] = (),
+                        min_words: int = 5, max_words: int = 80) -> list[str]:
+    """Prose sentences of the docstrings (module, class, function) of the ``.py`` files
+    under ``root`` (default: the running Python's standard library), read with :mod:`ast`
+    (nothing is imported): more training text for distillation that is present offline on
+    every machine, ~13k sentences under Python 3.11.7.
+
+    Files in sorted path order, test suites and ``pydoc_data`` skipped (``_SKIP_PACKAGES``),
+    sentences as :func:`document_sentences` keeps them, duplicates kept once, and every
+    sentence in ``exclude`` dropped (pass the held-out set: the built-in corpus holds out
+    pydoc_data topics, which no docstring is, and this keeps any sentence they share out of
+    training too). Deterministic; no RNG."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"] if root is None else root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    excluded = set(exclude)
+    out, seen = [], set()
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if any(part in _SKIP_PACKAGES or part.startswith("test_") for part in parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text("utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue  # not Python 3 source in UTF-8 (a few stdlib data files)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                for s in document_sentences(doc, min_words, max_words) if doc else ():
+                    if s not in seen and s not in excluded:
+                        seen.add(s)
+                        out.append(s)
+    return out
+
+
 def _dedupe(items: Iterable[str]) -> list[str]:
     seen, out = set(), []
     for s in items:

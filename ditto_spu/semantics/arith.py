@@ -34,7 +34,7 @@ from ..errors import DittoError
 from ..rings import RingSpec
 from . import fxp
 from .fxp import Fxp
-from .report import limit_of
+from .report import is_kernel_limit, limit_of
 
 WRAP_MODES = ("wrap", "raise", "record")
 
@@ -209,8 +209,11 @@ class TrainingArithmetic(Arithmetic):
         if x.size == 0 or not jnp.issubdtype(x.dtype, jnp.floating):
             return
         limit = limit_of(ring, kind)
+        # a kernel's calibrated limit (bound / range) is the safe magnitude itself, as the
+        # emulator and calibration read it: no margin on top (only ring limits get one)
+        margin_bits = 0.0 if is_kernel_limit(kind) else self.ranges[1]
         a = jnp.abs(x.astype(jnp.float32))
-        excess = jax.nn.relu(a * (2.0 ** self.ranges[1] / limit) - 1.0)
+        excess = jax.nn.relu(a * (2.0**margin_bits / limit) - 1.0)
         self.penalty = self.penalty + jnp.sum(excess * excess)
         key = (scope, kind)
         m = jnp.max(jax.lax.stop_gradient(a))

@@ -68,3 +68,36 @@ def test_random_windows_reject_unusable_input():
         random_windows(["too short"], 3)
     with pytest.raises(ValueError):
         random_windows(["a b c d e"], 2, min_words=6, max_words=5)
+
+
+def test_docstring_sentences_read_docstrings_only_and_skip_tests_and_excluded(tmp_path):
+    from ditto_spu.data import docstring_sentences
+
+    pkg = tmp_path / "pkg"
+    (pkg / "tests").mkdir(parents=True)
+    (pkg / "mod.py").write_text(
+        '"""The module explains what it does in plain words.\n\n    >>> code()\n"""\n'
+        "# A comment is not a docstring and never counts here.\n"
+        "def f():\n"
+        '    """Return the answer to the question asked here.\n\n'
+        "    This sentence is held out and must not appear.\n"
+        '    """\n'
+        "    s = 'A string literal is not a docstring either.'\n"
+        "    return s\n",
+        encoding="utf-8",
+    )
+    (pkg / "tests" / "test_mod.py").write_text('"""A test module docstring that must be skipped."""\n', encoding="utf-8")
+    (pkg / "broken.py").write_text("def (:\n", encoding="utf-8")
+    got = docstring_sentences(tmp_path, exclude=["This sentence is held out and must not appear."])
+    assert got == ["The module explains what it does in plain words.", "Return the answer to the question asked here."]
+
+
+def test_stdlib_docstrings_are_more_text_and_never_the_held_out_set():
+    from ditto_spu.data import docstring_sentences
+
+    held = builtin_corpus().held_out
+    a = docstring_sentences(exclude=held)
+    assert a == docstring_sentences(exclude=held)  # deterministic
+    assert len(a) > 5 * len(builtin_corpus().train)
+    assert not set(a) & set(held) and len(set(a)) == len(a)
+    assert sum(s.count(" the ") for s in a) > 2000  # English prose

@@ -326,3 +326,20 @@ def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
     assert keys["held_out_similarity_spearman_before"] == pytest.approx(1.0)
     assert set(keys) == {f"held_out_{m}_{w}" for m in ("neighbour_agreement", "similarity_spearman")
                          for w in ("before", "after")}
+
+
+def test_cli_extra_text_adds_training_sentences_only(tmp_path):
+    from ditto_spu import cli_distill
+
+    builtin = cli_distill._parse_data("builtin")
+    train0, held0, _ = cli_distill._texts(builtin, 16, HashTokenizer(64))
+    extra = tmp_path / "more.txt"
+    held_sentence = __import__("ditto_spu.data", fromlist=["builtin_corpus"]).builtin_corpus().held_out[0]
+    extra.write_text(f"An extra training sentence for the student.\n\n{held_sentence}\n", encoding="utf-8")
+    train, held, desc = cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text=str(extra))
+    assert len(train) == len(train0) + 1 and "+1 sentences" in desc  # the held-out sentence is not added
+    assert (held.input_ids == held0.input_ids).all()
+    train, held, desc = cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text="stdlib")
+    assert len(train) > 5 * len(train0) and (held.input_ids == held0.input_ids).all()
+    with pytest.raises(SystemExit, match="extra-text"):
+        cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text=str(tmp_path / "missing.txt"))

@@ -61,3 +61,20 @@ def test_without_the_penalty_training_does_not_repair_the_ranges(setting):
     result = d.run(None, progress=False)
     assert all(h[3] == 0.0 for h in result.history)  # no penalty computed
     assert min(d.range_headroom(result.params, d.train).values()) < 0 and start < 0
+
+
+def test_margin_applies_to_ring_limits_not_to_kernel_bounds():
+    import jax.numpy as jnp
+
+    from ditto_spu.semantics.arith import TrainingArithmetic
+    from ditto_spu.semantics.report import bound_kind, limit_of
+
+    ring = RingSpec.parse("FXP32[f=12]")
+    arith = TrainingArithmetic((32, 1.0))
+    arith.record("s", ring, bound_kind(2000), jnp.array([-1150.0, 10.0]))  # inside the bound, < 1 bit below
+    assert float(arith.penalty) == 0.0
+    arith.record("s", ring, bound_kind(2000), jnp.array([2400.0]))  # beyond the bound itself
+    over = float(arith.penalty)
+    assert over > 0
+    arith.record("s", ring, "product", jnp.array([0.75 * limit_of(ring, "product")]))  # ring limit: margin applies
+    assert float(arith.penalty) > over
