@@ -14,30 +14,43 @@ import sys
 import numpy as np
 
 
-def _cmd_casts(args) -> int:
+def _measure_and_print(args, label: str, total: int, measure, title: str, columns: tuple, row) -> int:
+    """The kernel reports' shared frame: ``measure(progress)`` under a progress bar, then
+    the results as JSON (``--json``) or as a table of ``row(result)`` cells."""
     from rich.console import Console
     from rich.progress import Progress
-    from rich.markup import escape
     from rich.table import Table
+
+    with Progress(console=Console(stderr=True), transient=True, disable=args.json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task(label, total=total)
+        results = measure(lambda: bar.advance(task))
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for r in results:
+        table.add_row(*row(r))
+    Console(width=max(130, Console().width)).print(table)
+    return 0
+
+
+def _cmd_casts(args) -> int:
+    from rich.markup import escape
 
     from .cast_report import STANDARD_PAIRS, measure_all
     from .kernels.base import registered_cast_kernels
 
-    total = sum(
-        1 for k in registered_cast_kernels() for s, d in STANDARD_PAIRS if k.applies(s, d)
-    )
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True, disable=args.json and not sys.stderr.isatty()) as bar:
-        task = bar.add_task("measuring cast kernels", total=total)
-        results = measure_all(n=args.n, seed=args.seed, progress=lambda: bar.advance(task))
-    if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
-        return 0
-    table = Table(title=f"cast kernels, {args.n} values each (3-party simulation)")
-    for col in ("kernel", "src", "dst", "max err (ulps)", "stated", "bits/elem", "rounds", "elem/s"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(
+    total = sum(1 for k in registered_cast_kernels() for s, d in STANDARD_PAIRS if k.applies(s, d))
+    return _measure_and_print(
+        args,
+        "measuring cast kernels",
+        total,
+        lambda progress: measure_all(n=args.n, seed=args.seed, progress=progress),
+        f"cast kernels, {args.n} values each (3-party simulation)",
+        ("kernel", "src", "dst", "max err (ulps)", "stated", "bits/elem", "rounds", "elem/s"),
+        lambda r: (
             r.kernel,
             escape(r.src),
             escape(r.dst),
@@ -46,43 +59,33 @@ def _cmd_casts(args) -> int:
             f"{r.bits_per_element:.1f}",
             str(r.rounds),
             f"{r.elements_per_second:,.0f}",
-        )
-    Console(width=max(130, Console().width)).print(table)
-    return 0
+        ),
+    )
 
 
 def _cmd_kernels(args) -> int:
-    from rich.console import Console
     from rich.markup import escape
-    from rich.progress import Progress
-    from rich.table import Table
 
     from .kernel_report import JOBS, measure_all
 
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True, disable=args.json and not sys.stderr.isatty()) as bar:
-        task = bar.add_task("measuring call kernels", total=JOBS)
-        results = measure_all(scale=args.scale, seed=args.seed, progress=lambda: bar.advance(task))
-    if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
-        return 0
-    table = Table(title=f"call kernels at {args.scale:g} × one BERT-base layer's sizes (3-party simulation)")
-    for col in ("kernel", "ring", "input shape", "max error", "stated", "bits/output", "rounds", "outputs/s"):
-        table.add_column(col)
-    for r in results:
-        stated = "—" if r.stated_max_error is None else f"{r.stated_max_error:.3g}"
-        table.add_row(
+    return _measure_and_print(
+        args,
+        "measuring call kernels",
+        JOBS,
+        lambda progress: measure_all(scale=args.scale, seed=args.seed, progress=progress),
+        f"call kernels at {args.scale:g} × one BERT-base layer's sizes (3-party simulation)",
+        ("kernel", "ring", "input shape", "max error", "stated", "bits/output", "rounds", "outputs/s"),
+        lambda r: (
             r.kernel,
             escape(r.ring),
             escape(r.shape),
             f"{r.max_error:.3g} {r.error_unit}",
-            stated,
+            "—" if r.stated_max_error is None else f"{r.stated_max_error:.3g}",
             f"{r.bits_per_output:.1f}",
             str(r.rounds),
             f"{r.outputs_per_second:,.0f}",
-        )
-    Console(width=max(130, Console().width)).print(table)
-    return 0
+        ),
+    )
 
 
 def _cmd_demo(args) -> int:

@@ -86,7 +86,8 @@ def _measurement(kernel, ring, shapes, y, steps, error, unit, stated) -> KernelM
 
 
 def _quantized(x, ring: RingSpec):
-    return np.round(np.asarray(x, np.float64) * 2.0**ring.frac_bits) / 2.0**ring.frac_bits
+    """The values the ring holds of ``x`` (its own encoding, decoded)."""
+    return ring.decode(ring.encode(np.asarray(x, np.float64)))
 
 
 def measure_max(simulator, rng, *, rows: int, keys: int = 128, bound: float = 2000.0, ring: RingSpec = LOW_RING):
@@ -146,6 +147,17 @@ def measure_sum(simulator, rng, *, rows: int, cols: int = 768, ring: RingSpec = 
     return _measurement(NAME, ring, [x.shape], y, steps, error, "ulps", 0.0)
 
 
+#: One measurement per call kernel, as f(simulator, rng, rows) with rows = 128 × scale.
+MEASUREMENTS = (
+    lambda sim, rng, rows: measure_matmul(sim, rng, m=rows, k=768, n=768),
+    lambda sim, rng, rows: measure_max(sim, rng, rows=12 * rows),
+    lambda sim, rng, rows: measure_clamp(sim, rng, n=12 * rows * 128),
+    lambda sim, rng, rows: measure_rsqrt(sim, rng, n=rows),
+    lambda sim, rng, rows: measure_sum(sim, rng, rows=rows),
+)
+JOBS = len(MEASUREMENTS)
+
+
 def measure_all(scale: float = 1.0, seed: int = 0, progress=None) -> list:
     """Every call kernel at one BERT-base layer's sizes times ``scale`` (rows only)."""
     from .simulation import Simulator
@@ -153,19 +165,9 @@ def measure_all(scale: float = 1.0, seed: int = 0, progress=None) -> list:
     rng = np.random.default_rng(seed)
     simulator = Simulator()
     rows = max(8, int(round(128 * scale)))
-    jobs = [
-        lambda: measure_matmul(simulator, rng, m=rows, k=768, n=768),
-        lambda: measure_max(simulator, rng, rows=12 * rows),
-        lambda: measure_clamp(simulator, rng, n=12 * rows * 128),
-        lambda: measure_rsqrt(simulator, rng, n=rows),
-        lambda: measure_sum(simulator, rng, rows=rows),
-    ]
     results = []
-    for job in jobs:
-        results.append(job())
+    for measure in MEASUREMENTS:
+        results.append(measure(simulator, rng, rows))
         if progress is not None:
             progress()
     return results
-
-
-JOBS = 5

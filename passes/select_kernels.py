@@ -131,9 +131,8 @@ def is_mixed(graph: Graph) -> bool:
     return any(v.ring is not None and v.ring.field == "FM32" for v in graph.values)
 
 
-def _select_rsqrt(graph: Graph, policy) -> None:
+def _select_rsqrt(graph: Graph, policy, mixed: bool) -> None:
     value_range = getattr(policy, "rsqrt_range", None)
-    mixed = is_mixed(graph)
     for n in graph.nodes:
         if n.kind != "op" or n.const or n.op_name != "stablehlo.rsqrt":
             continue
@@ -147,9 +146,8 @@ def _select_rsqrt(graph: Graph, policy) -> None:
         n.params = {"low": value_range[0], "high": value_range[1]}
 
 
-def _select_sums(graph: Graph) -> None:
+def _select_sums(graph: Graph, mixed: bool) -> None:
     """Reduce-adds of secret fixed-point values with a zero init -> ``sum_local``."""
-    mixed = is_mixed(graph)
     for n in graph.nodes:
         if n.kind != "op" or n.const or n.op_name != "stablehlo.reduce" or n.ring is None:
             continue
@@ -179,9 +177,10 @@ def select_kernels(
     """Mark kernel nodes (see the module doc). ``maxima`` defaults to ``matmul_fxp32``:
     one switch turns ditto-spu's own kernels on or off."""
     if maxima if maxima is not None else matmul_fxp32:
+        mixed = is_mixed(graph)
         _select_maxima(graph, policy)
-        _select_rsqrt(graph, policy)
-        _select_sums(graph)
+        _select_rsqrt(graph, policy, mixed)
+        _select_sums(graph, mixed)
         _fuse_max_shifts(graph)
     if not matmul_fxp32:
         return graph
@@ -234,14 +233,7 @@ def _fuse_max_shifts(graph: Graph) -> None:
         if graph.values[sub.results[0]].elem != graph.values[x_vid].elem or sub.ring != mx.ring:
             continue
         mx.params["shift"] = True
-        mx.results = list(sub.results)
-        graph.values[sub.results[0]].producer = mx.id
-        sub.kind = "removed"
-        users = graph.users()
-        for node in chain:
-            if _unused(graph, users, node.results[0]):
-                node.kind = "removed"
-                users = graph.users()
+        _absorb(graph, users, mx, sub, chain)
 
 
 def _only_use(graph: Graph, users: dict, vid: int, node_id: int) -> bool:
@@ -249,8 +241,24 @@ def _only_use(graph: Graph, users: dict, vid: int, node_id: int) -> bool:
     return users.get(vid) == [node_id] and vid not in graph.outputs
 
 
-def _unused(graph: Graph, users: dict, vid: int) -> bool:
-    return not users.get(vid) and vid not in graph.outputs
+def _remove(users: dict, node) -> None:
+    """Mark ``node`` removed and drop it from the readers of its inputs (``users`` stays
+    the graph's :meth:`~passes.graph.Graph.users`, without recomputing it)."""
+    node.kind = "removed"
+    for vid in dict.fromkeys(node.inputs):
+        users[vid] = [u for u in users.get(vid, []) if u != node.id]
+
+
+def _absorb(graph: Graph, users: dict, kernel, op, chain: list) -> None:
+    """``kernel`` takes over ``op``'s result (the op is removed), and each node of the
+    broadcast ``chain`` (outermost first) that nobody reads any more is removed too."""
+    kernel.results = list(op.results)
+    for vid in op.results:
+        graph.values[vid].producer = kernel.id
+    _remove(users, op)
+    for node in chain:
+        if not users.get(node.results[0]) and node.results[0] not in graph.outputs:
+            _remove(users, node)
 
 
 def _broadcast_source(graph: Graph, vid: int):
@@ -321,13 +329,7 @@ def _fuse_bias_adds(graph: Graph) -> None:
             if graph.values[add.results[0]].elem != graph.values[mm_vid].elem:
                 continue
             mm.operands = list(mm.operands) + [bias_vid]
+            users.setdefault(bias_vid, []).append(mm.id)
             mm.params["bias_dims"] = dims
-            mm.results = list(add.results)
-            graph.values[add.results[0]].producer = mm.id
-            add.kind = "removed"
-            users = graph.users()
-            for node in chain:  # outermost first; drop each broadcast nobody reads any more
-                if _unused(graph, users, node.results[0]):
-                    node.kind = "removed"
-                    users = graph.users()
+            _absorb(graph, users, mm, add, chain)
             break

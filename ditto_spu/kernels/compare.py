@@ -63,6 +63,7 @@ import numpy as np
 
 from .base import as_array
 from .ot import ot_roles, shared_choice_ot
+from .rss import reshare
 
 WORLD_SIZE = 3
 
@@ -134,8 +135,7 @@ def and_gates(ctx, x: BoolShare, y: BoolShare) -> BoolShare:
     z ^= _bit_pad(ctx, ctx.prev_rank, z.shape) ^ _bit_pad(ctx, ctx.next_rank, z.shape)
     z = np.ascontiguousarray(z)
     got = ctx.link.exchange({ctx.prev_rank: z.tobytes()}, [ctx.next_rank])
-    z_next = np.frombuffer(got[ctx.next_rank], np.uint8).reshape(z.shape)
-    return BoolShare(np.stack([z, z_next], axis=-1), x.count)
+    return BoolShare(np.stack([z, as_array(got[ctx.next_rank], np.uint8, z.shape)], axis=-1), x.count)
 
 
 def not_gate(ctx, x: BoolShare) -> BoolShare:
@@ -183,7 +183,7 @@ def msb(ctx, reduced: np.ndarray, width: int, lead_dims: int = 0) -> BoolShare:
     else:
         b = _bit_slices(flat[..., 0], width)
         got = ctx.link.exchange({}, [party(0)])
-        a_masked = np.frombuffer(got[party(0)], np.uint8).reshape(b.shape)
+        a_masked = as_array(got[party(0)], np.uint8, b.shape)
         zeros = np.zeros_like(b)
         a_sh, b_sh = np.stack([zeros, a_masked], -1), np.stack([b, zeros], -1)
     p = a_sh ^ b_sh  # (width, *lead, nbytes, 2)
@@ -239,8 +239,4 @@ def multiply_sum(ctx, a: np.ndarray, b: np.ndarray, axis: int | None = None) -> 
     z = a[..., 0] * b[..., 0] + a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]
     if axis is not None:
         z = z.sum(axis=axis, dtype=z.dtype)
-    z = np.ascontiguousarray(z)
-    word = z.dtype
-    z = z + ctx.prg.shared(ctx.prev_rank, z.shape, word) - ctx.prg.shared(ctx.next_rank, z.shape, word)
-    got = ctx.link.exchange({ctx.prev_rank: z.tobytes()}, [ctx.next_rank])
-    return np.stack([z, as_array(got[ctx.next_rank], word, z.shape)], axis=-1)
+    return reshare(ctx, np.ascontiguousarray(z))

@@ -35,7 +35,7 @@ from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel, run_cast
 from .ring_matmul import batched_operands, dot_general_u32
-from .rss import open_for_check
+from .rss import open_for_check, reshare
 
 NAME = "matmul_fxp32"
 DEFAULT_MIN_MACS = 1 << 16
@@ -92,14 +92,7 @@ def matmul_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
     lb, rb, lc, rc = dims
     # the two terms sit on the trailing axis of both operands: contract it too
     z = dot_general_u32(lhs, rhs, (lb, rb, lc + (x.components.ndim - 1,), rc + (y.components.ndim - 1,)))
-    pad_prev = ctx.prg.shared(ctx.prev_rank, z.shape, np.uint32)
-    pad_next = ctx.prg.shared(ctx.next_rank, z.shape, np.uint32)
-    c_own = z  # fresh from dot_general_u32: re-randomised in place
-    c_own += pad_prev
-    c_own -= pad_next
-    received = ctx.link.exchange({ctx.prev_rank: np.ascontiguousarray(c_own).tobytes()}, [ctx.next_rank])
-    c_next = np.frombuffer(received[ctx.next_rank], dtype=np.uint32).reshape(z.shape)
-    components = np.stack([c_own, c_next], axis=-1)
+    components = reshare(ctx, np.ascontiguousarray(z))  # z is fresh: re-randomised in place
     if not is_fixed_point(out_dtype):
         out = AShare(ring, z.shape, out_dtype, components)
     else:

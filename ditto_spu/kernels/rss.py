@@ -2,7 +2,7 @@
 
 Party ``rank`` holds ``components[..., 0] = s_rank`` and ``components[..., 1] =
 s_{rank+1}`` with x = s0 + s1 + s2 (mod 2^l). Everything here except
-:func:`open_for_check` is local: no message, no randomness.
+:func:`reshare` and :func:`open_for_check` is local: no message, no randomness.
 """
 
 from __future__ import annotations
@@ -57,6 +57,19 @@ def frac_bits_of(ring: RingSpec, dtype: str) -> int:
 
 
 # ---- checked mode --------------------------------------------------------------------
+def reshare(ctx, z: np.ndarray) -> np.ndarray:
+    """A 3-out-of-3 additive sharing (party i holds z_i) -> RSS components (..., 2), one
+    round: c_i = z_i + r_{i−1,i} − r_{i,i+1} (a zero sharing from the pairwise PRG, the
+    pad with the previous party drawn first), sent to party i−1, which knows r_{i−1,i} but
+    not r_{i,i+1}. ``z`` must be a fresh contiguous array: it is re-randomised in place."""
+    from .base import as_array
+
+    z += ctx.prg.shared(ctx.prev_rank, z.shape, z.dtype)
+    z -= ctx.prg.shared(ctx.next_rank, z.shape, z.dtype)
+    got = ctx.link.exchange({ctx.prev_rank: z.tobytes()}, [ctx.next_rank])
+    return np.stack([z, as_array(got[ctx.next_rank], z.dtype, z.shape)], axis=-1)
+
+
 def open_for_check(ctx, share: AShare) -> np.ndarray:
     """CHECKED MODE ONLY: reveal x to all three parties (one extra round).
 
