@@ -27,6 +27,14 @@ class RunStats:
     wall_s: float
     steps: list  # list (per rank) of list[StepStats]
     setup_bytes_sent: list = dataclasses.field(default_factory=list)
+    link_setup_s: list = dataclasses.field(default_factory=list)  # per party; empty when links pre-exist
+
+    @property
+    def plan_wall_s(self) -> float:
+        """Wall time of the plan itself: ``wall_s`` less the slowest party's link set-up
+        (connecting a fresh brpc mesh, whose retries on a not-yet-listening peer add
+        whole retry intervals that are not the plan's rounds)."""
+        return self.wall_s - max(self.link_setup_s, default=0.0)
 
     @property
     def bytes_sent(self) -> list:

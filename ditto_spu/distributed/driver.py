@@ -92,7 +92,12 @@ def run_plan(
         for conn in conns:
             conn.close()
     wall = time.perf_counter() - t0
-    stats = RunStats(wall, [r["steps"] for r in results], [r["setup_bytes_sent"] for r in results])
+    stats = RunStats(
+        wall,
+        [r["steps"] for r in results],
+        [r["setup_bytes_sent"] for r in results],
+        [r["link_setup_s"] for r in results],
+    )
     outputs = {
         b.name: reconstruct([results[rank]["outputs"][b.name] for rank in range(3)]) for b in plan.outputs
     }

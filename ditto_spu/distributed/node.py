@@ -170,6 +170,7 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
                 f"node {rank}: could not connect to the other nodes "
                 f"({[n.link_address for n in config.nodes]}): {_first_line(e)}"
             ) from None
+        link_s = time.perf_counter() - t0
         runtime = PartyRuntime(link, options=config.spu, checked=bool(msg.get("checked")))
         outputs, steps = runtime.run(plan, msg["inputs"])
         wall = time.perf_counter() - t0
@@ -181,6 +182,7 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
             "outputs": outputs,
             "steps": steps,
             "wall_s": wall,
+            "link_setup_s": link_s,
             "setup_bytes_sent": runtime.setup_stats.bytes_sent,
         }
     except DittoError as e:

@@ -65,7 +65,7 @@ def test_added_latency_measures_the_rounds(tmp_path):
 
     def fastest_of_two():  # min of two runs: the wall time least disturbed by other load
         runs = [run_plan(config, plan, inputs) for _ in range(2)]
-        return min(runs, key=lambda r: r[1].wall_s)
+        return min(runs, key=lambda r: r[1].plan_wall_s)
 
     with Relays(config) as relays, Nodes(path) as nodes:
         nodes.wait_ready()
@@ -77,7 +77,9 @@ def test_added_latency_measures_the_rounds(tmp_path):
     expected = plaintext_reference(inputs)
     for out in (out0, out1):
         assert np.linalg.norm(out["y"] - expected) / np.linalg.norm(expected) < 0.01
-    measured_rounds = (stats1.wall_s - stats0.wall_s) / rtt
+    # the plan's own wall: a fresh brpc mesh's connect retries (seen: 0.01 s or 1.1 s per job
+    # at random) are not the plan's rounds and made the difference swing by ~10 "rounds"
+    measured_rounds = (stats1.plan_wall_s - stats0.plan_wall_s) / rtt
     # at least the kernels' message depth, at most every SPU send action plus the kernels
     assert stats1.kernel_rounds <= measured_rounds <= stats1.rounds + 5, (
         measured_rounds, stats1.kernel_rounds, stats1.rounds

@@ -110,6 +110,13 @@ def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
         _ = RunStats(0.2, [[measured, unmeasured]] * 3).bytes_sent
 
 
+def test_plan_wall_leaves_out_the_slowest_link_set_up():
+    from ditto_spu.stats import RunStats
+
+    assert RunStats(2.0, [[]] * 3, [0] * 3, [0.5, 1.25, 0.25]).plan_wall_s == 0.75
+    assert RunStats(2.0, [[]] * 3).plan_wall_s == 2.0  # simulator: links exist before the plan
+
+
 def test_a_script_from_standard_input_gets_a_clear_allocator_error_not_silence():
     import os
     import subprocess
