@@ -16,10 +16,11 @@ party i holding (x_i, x_{i+1}) and likewise y:
    (Σ c_i = Σ z_i); party i sends c_i to party i−1 — one round, 32 bits per output
    element per party — and holds (c_i, c_{i+1}): a fresh replicated sharing;
 3. truncate 2f → f with the registered wrap-count truncation
-   (:mod:`.rescale`: one round, 192 bits per element, error ≤ 1.5 ulps, no failure
+   (:mod:`.rescale`: one round, 6·w bits per element with w = 8 for f ≤ 8, 16 for
+   f ≤ 16 — the wrap count is only needed mod 2^f —, error ≤ 1.5 ulps, no failure
    probability; valid while |x·y·2^(2f)| < 2^30 − 2^(f−1), SPU's own safe range).
 
-Total: 2 rounds, 288 bits per output element over all parties. Integer tensors skip
+Total: 2 rounds; 96 + 6·w bits per output element over all parties (192 at f = 9..15). Integer tensors skip
 step 3. An optional third input, a bias (``params['bias_dims']``: where its dimensions
 land in the product, as in StableHLO's broadcast_in_dim), is added to the components
 after step 3 — local and exact; the compiler fuses a dense layer's bias add this way. Security: c_i goes to party i−1, which knows r_{i-1,i} but not r_{i,i+1}, so

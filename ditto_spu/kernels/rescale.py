@@ -15,8 +15,10 @@ Y - X/2^d lies in (-1.5, +1.5] ulps of FXPl[g], deterministically (no failure
 probability, unlike probabilistic truncation). Only 2^(l-d)·t mod 2^l matters, i.e.
 t mod 2^d, so t travels in 32-bit words when d <= 32 and 64-bit words otherwise.
 
-Cost: one round; 6·32 = 192 bits per element (FXP32, or FXP64 with d <= 32); 384 bits
-per element for FXP64 with d > 32.
+Cost: one round; 6·w bits per element with w the smallest word in {8, 16, 32, 64} that
+holds d bits (:func:`.wrap.word_bits_for`): 48 bits for d <= 8, 96 for d <= 16, 192 for
+d <= 32, 384 for FXP64 with d > 32. One registered kernel per word width, so each states
+its exact cost.
 Valid range: -2^(l-2) - 2^(d-1) <= X < 2^(l-2) - 2^(d-1) (X = x·2^f), i.e. SPU's whole
 safe range |x·2^f| < 2^(l-2) minus half a destination ulp.
 
@@ -153,11 +155,23 @@ class RescaleDown:
 
 
 rescale_more_frac_bits = register_cast_kernel(RescaleUp())
+rescale_fewer_frac_bits_fxp32_w8 = register_cast_kernel(
+    RescaleDown("rescale_fewer_frac_bits_fxp32_w8", "FM32", 1, 8, word_bits=8)
+)
+rescale_fewer_frac_bits_fxp32_w16 = register_cast_kernel(
+    RescaleDown("rescale_fewer_frac_bits_fxp32_w16", "FM32", 9, 16, word_bits=16)
+)
 rescale_fewer_frac_bits_fxp32 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp32", "FM32", 1, 28, word_bits=32)
+    RescaleDown("rescale_fewer_frac_bits_fxp32", "FM32", 17, 28, word_bits=32)
+)
+rescale_fewer_frac_bits_fxp64_w8 = register_cast_kernel(
+    RescaleDown("rescale_fewer_frac_bits_fxp64_w8", "FM64", 1, 8, word_bits=8)
+)
+rescale_fewer_frac_bits_fxp64_w16 = register_cast_kernel(
+    RescaleDown("rescale_fewer_frac_bits_fxp64_w16", "FM64", 9, 16, word_bits=16)
 )
 rescale_fewer_frac_bits_fxp64 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp64", "FM64", 1, 32, word_bits=32)
+    RescaleDown("rescale_fewer_frac_bits_fxp64", "FM64", 17, 32, word_bits=32)
 )
 rescale_fewer_frac_bits_fxp64_wide = register_cast_kernel(
     RescaleDown("rescale_fewer_frac_bits_fxp64_wide", "FM64", 33, 60, word_bits=64)

@@ -22,8 +22,10 @@ Shares: P0 (t0, t1), P1 (t1, t2), P2 (t2, t0). Cost: P0 sends 4 words, P1 and P2
 word each: 6·w bits per element, one round; P0 receives nothing.
 
 Word width: the callers only ever use 2^j·t mod 2^m, which depends on t mod 2^(m-j), so
-t is shared over Z_2^w with w = 32 whenever m - j <= 32 (e.g. the FXP32 -> FXP64 upcast,
-j = 32, m = 64: 192 bits per element instead of the 384 of 64-bit words), else w = 64.
+t is shared over Z_2^w with the smallest w in {8, 16, 32, 64} such that w >= m - j: the
+FXP32 -> FXP64 upcast (j = 32, m = 64) sends 32-bit words, 192 bits per element instead of
+the 384 of 64-bit words; a truncation by d <= 16 bits within a ring (m - j = d) sends
+16-bit words, 96 bits per element, and by d <= 8 bits 8-bit words, 48 bits.
 
 Security (semi-honest, one corrupted party): P0 receives nothing. P1 sees
 m(m_b) + r_{m_b} and r_{m_b}, whose difference t2 = t - t0 - t1 is masked by t0 (seed
@@ -39,12 +41,13 @@ import numpy as np
 from .ot import ot_roles, shared_choice_ot
 from .rss import add_public_to_s0, shift_left, shift_right
 
-UINT = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
+UINT = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
 
 
 def word_bits_for(dst_bits: int, multiplier_log2: int) -> int:
-    """Smallest word width (32 or 64) that holds t mod 2^(dst_bits - multiplier_log2)."""
-    return 32 if dst_bits - multiplier_log2 <= 32 else 64
+    """Smallest word width (8, 16, 32 or 64) that holds t mod 2^(dst_bits - multiplier_log2)."""
+    needed = dst_bits - multiplier_log2
+    return next(w for w in (8, 16, 32, 64) if w >= needed)
 
 
 def _msb(values: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ def test_secure_matmul_matches_the_fixed_point_product(frac_bits):
     assert np.max(np.abs(out - np.einsum("bhqd,bhkd->bhqk", qq, kq))) <= 1.5 * ring.ulp
 
 
-def test_cost_two_rounds_and_288_bits_per_output_element():
+def test_cost_two_rounds_and_192_bits_per_output_element():
+    # reshare 3·32 bits + truncation by f = 10 bits: the wrap count in 16-bit words, 6·16
     ring = FXP32(10)
     x, y = np.ones((8, 16)), np.ones((16, 4))
     xs, ys = share_values(x, ring, "float16"), share_values(y, ring, "float16")
@@ -114,7 +115,7 @@ def test_cost_two_rounds_and_288_bits_per_output_element():
 
     costs = run_three_parties(party, prgs=prgs)
     assert all(rounds == 2 for _, rounds in costs)
-    assert 8 * sum(b for b, _ in costs) == 288 * 8 * 4
+    assert 8 * sum(b for b, _ in costs) == 192 * 8 * 4
 
 
 def test_overflowing_product_is_detected_in_checked_mode():

@@ -17,7 +17,11 @@ from ditto_spu.errors import RangeError, RingError
 from ditto_spu.kernels.base import find_cast_kernel, registered_cast_kernels
 from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp32,
+    rescale_fewer_frac_bits_fxp32_w8,
+    rescale_fewer_frac_bits_fxp32_w16,
     rescale_fewer_frac_bits_fxp64,
+    rescale_fewer_frac_bits_fxp64_w8,
+    rescale_fewer_frac_bits_fxp64_w16,
     rescale_fewer_frac_bits_fxp64_wide,
     rescale_more_frac_bits,
 )
@@ -25,14 +29,20 @@ from ditto_spu.rings import FXP32, FXP64, RingSpec
 from ditto_spu.shares import reconstruct, share_values
 
 DOWN_CASES = [
-    (FXP64(18), FXP64(10), rescale_fewer_frac_bits_fxp64),
-    (FXP64(18), FXP64(17), rescale_fewer_frac_bits_fxp64),
+    (FXP64(18), FXP64(10), rescale_fewer_frac_bits_fxp64_w8),
+    (FXP64(18), FXP64(17), rescale_fewer_frac_bits_fxp64_w8),
+    (FXP64(36), FXP64(18), rescale_fewer_frac_bits_fxp64),
     (FXP64(40), FXP64(8), rescale_fewer_frac_bits_fxp64),
+    (FXP64(30), FXP64(14), rescale_fewer_frac_bits_fxp64_w16),
+    (FXP64(20), FXP64(11), rescale_fewer_frac_bits_fxp64_w16),
     (FXP64(60), FXP64(0), rescale_fewer_frac_bits_fxp64_wide),
     (FXP64(50), FXP64(10), rescale_fewer_frac_bits_fxp64_wide),
-    (FXP32(12), FXP32(5), rescale_fewer_frac_bits_fxp32),
+    (FXP32(12), FXP32(5), rescale_fewer_frac_bits_fxp32_w8),
     (FXP32(28), FXP32(0), rescale_fewer_frac_bits_fxp32),
-    (FXP32(8), FXP32(7), rescale_fewer_frac_bits_fxp32),
+    (FXP32(28), FXP32(11), rescale_fewer_frac_bits_fxp32),
+    (FXP32(8), FXP32(7), rescale_fewer_frac_bits_fxp32_w8),
+    (FXP32(20), FXP32(10), rescale_fewer_frac_bits_fxp32_w16),
+    (FXP32(24), FXP32(8), rescale_fewer_frac_bits_fxp32_w16),
 ]
 
 
@@ -126,7 +136,7 @@ def test_every_kernel_exposes_its_contract():
     for kernel in registered_cast_kernels():
         assert isinstance(kernel.name, str)
         assert kernel.max_error_ulps in (0.0, 1.5)
-        assert kernel.rounds in (0, 1) and kernel.bits_per_element in (0, 192, 384)
+        assert kernel.rounds in (0, 1) and kernel.bits_per_element in (0, 48, 96, 192, 384)
         assert callable(kernel.applies) and callable(kernel.valid_range) and callable(kernel)
 
 
