@@ -27,13 +27,19 @@ Sums (LayerNorm's means, the softmax's denominator): a ``stablehlo.reduce`` whos
 one ``stablehlo.add`` with a zero init, over a secret fixed-point value in a mixed-ring
 program, becomes ``sum_local`` (:func:`ditto_spu.kernels.local_sum.selects`): the same
 exact sum, computed on the shares without SPU's per-op cost.
+
+Elementwise products (LayerNorm's, quad GeLU's square and coefficients, the attention
+scale): a ``stablehlo.multiply`` with a float result in a mixed-ring program whose
+operands are both secret, or one secret and one splat constant, becomes ``multiply``
+(:func:`ditto_spu.kernels.multiply.selects`): the same product and truncation semantics
+with a one-round deterministic truncation instead of SPU's multi-round one.
 """
 
 from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import local_sum, reduce_max, rsqrt
+from ditto_spu.kernels import local_sum, multiply, reduce_max, rsqrt
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -73,7 +79,10 @@ def _splat_constant(graph: Graph, vid: int):
         attr = ir.DenseElementsAttr(node.op.attributes["value"])
         if not attr.is_splat:
             return None
-        return float(ir.FloatAttr(attr.get_splat_value()).value)
+        value = attr.get_splat_value()
+        if ir.IntegerAttr.isinstance(value):  # an integer constant converted to float
+            return float(ir.IntegerAttr(value).value)
+        return float(ir.FloatAttr(value).value)
 
 
 def _reduce_dims(node, body_op: str):
@@ -166,6 +175,51 @@ def _select_sums(graph: Graph, mixed: bool) -> None:
         n.operands = [x]
 
 
+def from_non_float(graph: Graph, vid: int) -> bool:
+    """Whether value ``vid`` is a converted boolean or integer (through broadcasts and
+    reshapes): SPU may hold it as a boolean share, which an arithmetic kernel cannot take
+    (and SPU multiplies by it cheaply)."""
+    while True:
+        producer = graph.values[vid].producer
+        if producer is None:
+            return False
+        node = graph.nodes[producer]
+        if node.op_name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape"):
+            vid = node.operands[0]
+            continue
+        if node.op_name == "stablehlo.convert":
+            return not graph.values[node.operands[0]].is_float
+        return False
+
+
+def _select_multiplies(graph: Graph, mixed: bool) -> None:
+    """Elementwise products -> ``multiply`` (secret × secret, or secret × splat constant
+    with the constant in ``params``)."""
+    for n in graph.nodes:
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.multiply" or n.ring is None:
+            continue
+        result = graph.values[n.results[0]]
+        secret = [v for v in n.operands if _computed(graph, v)]
+        if any(graph.values[v].ring != n.ring or from_non_float(graph, v) for v in secret):
+            continue
+        constant = None
+        if len(secret) == 1:
+            constant = _splat_constant(graph, next(v for v in n.operands if v not in secret))
+        if not multiply.selects(
+            n.ring,
+            mixed=mixed,
+            elements=math.prod(result.shape),
+            secret_operands=len(secret),
+            public_splat=constant is not None,
+            float_result=result.is_float,
+        ):
+            continue
+        n.kind = "call"
+        n.kernel = multiply.NAME
+        n.params = {} if constant is None else {"constant": constant}
+        n.operands = list(n.operands) if constant is None else secret
+
+
 def select_kernels(
     graph: Graph,
     *,
@@ -181,6 +235,7 @@ def select_kernels(
         _select_maxima(graph, policy)
         _select_rsqrt(graph, policy, mixed)
         _select_sums(graph, mixed)
+        _select_multiplies(graph, mixed)
         _fuse_max_shifts(graph)
     if not matmul_fxp32:
         return graph

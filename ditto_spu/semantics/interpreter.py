@@ -188,6 +188,20 @@ class Val:
     is_float: bool
 
 
+def _from_non_float(var, producers) -> bool:
+    """The jaxpr twin of :func:`passes.select_kernels.from_non_float`."""
+    while isinstance(var, jax.core.Var) and var in producers:
+        eqn = producers[var]
+        name = eqn.primitive.name
+        if name in ("broadcast_in_dim", "reshape"):
+            var = eqn.invars[0]
+            continue
+        if name == "convert_element_type":
+            return not is_float(eqn.invars[0].aval.dtype)
+        return False
+    return False
+
+
 class Interpreter:
     """Evaluates a closed jaxpr under ``policy`` with ``arith`` (see the module doc)."""
 
@@ -319,6 +333,8 @@ class Interpreter:
 
             self.kernel_calls.append((scope, matmul.NAME))
             return [matmul.emulate(a, self._bind(eqn, xs)[0], ring, scope)]
+        if prim in ("mul", "square", "integer_pow"):
+            self._multiply_kernel(eqn, prim, invals, ring, scope, producers)
         if prim in ("mul", "dot_general"):
             return [a.product(self._bind(eqn, xs)[0], ring, scope)]
         if prim == "square":
@@ -373,6 +389,38 @@ class Interpreter:
             ring, mixed=self.mixed, secret=not invals[0].const, float_operand=invals[0].is_float
         ):
             self.kernel_calls.append((scope, local_sum.NAME))
+
+    def _multiply_kernel(self, eqn, prim, invals, ring, scope, producers) -> None:
+        """Products the compiler hands to :mod:`ditto_spu.kernels.multiply`: the same
+        product and truncation semantics as SPU's (modelled by the caller); only the calls
+        are recorded — one per StableHLO multiply (``integer_pow`` with y = n lowers to
+        the square-and-multiply chain of :meth:`_integer_pow`). A public operand counts as
+        a splat when it is a scalar in the jaxpr. A converted boolean or integer operand
+        stays with SPU (:func:`passes.select_kernels.from_non_float`)."""
+        from ..kernels import multiply
+
+        if any(not v.const and _from_non_float(var, producers) for var, v in zip(eqn.invars, invals)):
+            return
+        out = eqn.outvars[0].aval
+        if prim == "mul":
+            secret = sum(not v.const for v in invals)
+            splat = any(v.const and jnp.ndim(v.x) == 0 for v in invals)
+            count = 1
+        elif prim == "square":
+            secret, splat, count = 2, False, 1
+        else:
+            y = abs(int(eqn.params["y"]))
+            secret, splat = 2, False
+            count = max(y.bit_length() - 1, 0) + max(bin(y).count("1") - 1, 0)
+        if self.spu.kernels and multiply.selects(
+            ring,
+            mixed=self.mixed,
+            elements=math.prod(out.shape),
+            secret_operands=secret,
+            public_splat=splat,
+            float_result=is_float(out.dtype),
+        ):
+            self.kernel_calls.extend([(scope, multiply.NAME)] * count)
 
     def _rsqrt_kernel(self, xs, invals, ring, scope) -> None:
         """An rsqrt the compiler hands to :mod:`ditto_spu.kernels.rsqrt`: it computes SPU's

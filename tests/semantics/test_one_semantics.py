@@ -271,15 +271,15 @@ def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
     """The ditto softmax's row max and cut-off go to the reduced-ring kernels and
     LayerNorm's rsqrt to the calibrated one, under the default bound and range, and the
     sums to the local sum; the interpreter knows it (same scopes). Without the bound and
-    the range only the matmuls and the sums are kernels."""
+    the range only the matmuls, the sums and the products are kernels."""
     fn, args, policy = case("minilm_shaped_bert_1_layer")
     _, c_kernels = compiler_view(fn, *args, policy=policy)
     names = {k for _, k in c_kernels}
-    assert {"max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32", "sum_local"} <= names
+    assert {"max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32", "sum_local", "multiply"} <= names
     no_bound = dataclasses.replace(policy, comparison_bound=None, rsqrt_range=None)
     _, c_off = compiler_view(fn, *args, policy=no_bound)
     _, i_off = interpreter_view(fn, *args, policy=no_bound)
-    assert {k for _, k in c_off} == {k for _, k in i_off} == {"matmul_fxp32", "sum_local"}
+    assert {k for _, k in c_off} == {k for _, k in i_off} == {"matmul_fxp32", "sum_local", "multiply"}
 
 
 def test_a_score_beyond_the_comparison_bound_is_named_by_the_emulator():
