@@ -90,10 +90,12 @@ class KernelStep:
 
 @dataclasses.dataclass(frozen=True)
 class KernelCall:
-    """Run registered n-ary kernel ``kernel`` (e.g. ``matmul_fxp32``) within one ring.
+    """Run registered n-ary kernel ``kernel`` (e.g. ``matmul_fxp32``).
 
-    Reads ``input_names`` and writes ``output_names``, all in ``ring``; ``params`` is a
-    JSON-able dict the kernel interprets (e.g. dot_general dimension numbers).
+    Reads ``input_names`` and writes ``output_names`` in ``ring``; ``params`` is a
+    JSON-able dict the kernel interprets (e.g. dot_general dimension numbers). A kernel
+    that changes rings (the softmax's exp: FXP32 in, FXP64 out) names its inputs' rings
+    in ``input_rings``; empty means every input lives in ``ring``.
     """
 
     name: str
@@ -102,10 +104,20 @@ class KernelCall:
     output_names: tuple
     ring: RingSpec
     params: dict = dataclasses.field(default_factory=dict)
+    input_rings: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "input_names", tuple(self.input_names))
         object.__setattr__(self, "output_names", tuple(self.output_names))
+        object.__setattr__(self, "input_rings", tuple(self.input_rings))
+        if self.input_rings and len(self.input_rings) != len(self.input_names):
+            raise PlanError(
+                f"call {self.name!r}: {len(self.input_rings)} input rings for {len(self.input_names)} inputs"
+            )
+
+    def ring_of_input(self, index: int) -> RingSpec:
+        """The ring input ``index`` is read in."""
+        return self.input_rings[index] if self.input_rings else self.ring
 
     @property
     def reads(self) -> tuple:
@@ -192,12 +204,17 @@ class Plan:
             defined[b.name] = b.info
         for i, step in enumerate(self.steps):
             where = f"step {i} ({type(step).__name__} {step.name!r})"
-            for name in step.reads:
+            for index, name in enumerate(step.reads):
                 if name not in defined:
                     raise PlanError(
                         f"{where} reads variable {name!r}, which no input or earlier step defines"
                     )
-                ring = step.src_ring if isinstance(step, KernelStep) else step.ring
+                if isinstance(step, KernelStep):
+                    ring = step.src_ring
+                elif isinstance(step, KernelCall):
+                    ring = step.ring_of_input(index)
+                else:
+                    ring = step.ring
                 if defined[name].ring != ring:
                     raise PlanError(
                         f"{where} reads {name!r} in {ring}, but it lives in {defined[name].ring}; "
@@ -271,6 +288,7 @@ def _plan_to_obj(plan: Plan) -> dict:
                     "outputs": list(s.output_names),
                     "ring": str(s.ring),
                     "params": s.params,
+                    "input_rings": [str(r) for r in s.input_rings],
                 }
             )
         else:
@@ -331,6 +349,7 @@ def _plan_from_obj(obj) -> Plan:
                 KernelCall(
                     s["name"], s["kernel"], tuple(s["inputs"]), tuple(s["outputs"]),
                     RingSpec.parse(s["ring"]), dict(s.get("params", {})),
+                    tuple(RingSpec.parse(r) for r in s.get("input_rings", ())),
                 )
             )
         else:

@@ -235,7 +235,7 @@ class PartyRuntime:
 
     def _run_call(self, step: KernelCall, plan: Plan) -> StepStats:
         kernel = find_call_kernel(step.kernel)
-        shares = [self.get_share(name, step.ring) for name in step.input_names]
+        shares = [self.get_share(name, step.ring_of_input(i)) for i, name in enumerate(step.input_names)]
         before = self.link.stats.snapshot()
         t0 = time.perf_counter()
         outputs = kernel(self.ctx, shares, step.params)

@@ -247,6 +247,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
         elif isinstance(part, CallPart):
             for vid in part.outputs:
                 variables[names[vid]] = info(vid)
+            input_rings = [graph.values[v].ring for v in part.inputs]
             steps.append(
                 KernelCall(
                     f"{part.kernel}{call_count}",
@@ -255,6 +256,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
                     [names[v] for v in part.outputs],
                     part.ring,
                     part.params,
+                    tuple(input_rings) if any(r != part.ring for r in input_rings) else (),
                 )
             )
             call_count += 1

@@ -33,13 +33,20 @@ scale): a ``stablehlo.multiply`` with a float result in a mixed-ring program who
 operands are both secret, or one secret and one splat constant, becomes ``multiply``
 (:func:`ditto_spu.kernels.multiply.selects`): the same product and truncation semantics
 with a one-round deterministic truncation instead of SPU's multi-round one.
+
+The softmax's exp (Ditto's mixed softmax: x − max and the cut-off in FXP32, exp in
+FXP64): a ``stablehlo.exponential`` in FXP64 whose operand is a cast of the cut-off
+clamp kernel's result, itself applied to the max kernel's fused x − max, becomes
+``exp_taylor_fxp32`` (:func:`ditto_spu.kernels.exp_taylor.selects`) on the clamp's FXP32
+result; the cast goes when the exp was its only reader. The clamp constant and the shift
+bound the input to [cut-off, 0], the kernel's valid range.
 """
 
 from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import local_sum, multiply, reduce_max, rsqrt
+from ditto_spu.kernels import exp_taylor, local_sum, multiply, reduce_max, rsqrt
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -220,6 +227,39 @@ def _select_multiplies(graph: Graph, mixed: bool) -> None:
         n.operands = list(n.operands) if constant is None else secret
 
 
+def _select_exps(graph: Graph) -> None:
+    """exp(cast(clamp(max-shift(x)))) -> ``exp_taylor_fxp32`` on the clamp's result."""
+    users = graph.users()
+    for n in list(graph.nodes):
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.exponential" or n.ring is None:
+            continue
+        cast = _producer(graph, n.operands[0])
+        if cast is None or not cast.is_cast:
+            continue
+        clamp = _producer(graph, cast.operands[0])
+        if clamp is None or clamp.kernel != reduce_max.CLAMP_NAME:
+            continue
+        shift = _producer(graph, clamp.operands[0])
+        shifted = shift is not None and shift.kernel == reduce_max.MAX_NAME and bool(shift.params.get("shift"))
+        source = graph.values[cast.operands[0]]
+        if not graph.values[n.results[0]].is_float or not exp_taylor.selects(
+            n.ring, source_ring=source.ring, cutoff=clamp.params.get("constant"), shifted=shifted
+        ):
+            continue
+        n.kind = "call"
+        n.kernel = exp_taylor.NAME
+        n.params = {"frac_bits": n.ring.frac_bits}
+        if _only_use(graph, users, cast.results[0], n.id):
+            _remove(users, cast)
+        users.setdefault(source.id, []).append(n.id)
+        n.operands = [source.id]
+
+
+def _producer(graph: Graph, vid: int):
+    producer = graph.values[vid].producer
+    return graph.nodes[producer] if producer is not None else None
+
+
 def select_kernels(
     graph: Graph,
     *,
@@ -237,6 +277,7 @@ def select_kernels(
         _select_sums(graph, mixed)
         _select_multiplies(graph, mixed)
         _fuse_max_shifts(graph)
+        _select_exps(graph)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:

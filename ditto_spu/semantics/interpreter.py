@@ -212,6 +212,8 @@ class Interpreter:
         self.op_rings: list = []  # (scope, ring) per float-touching op, program order
         self.exact_ops: set = set()
         self.kernel_calls: list = []  # (scope, kernel name)
+        self._var_rings: dict = {}  # jaxpr var -> ring of its value (kernel selection rules)
+        self._max_kernel_outs: set = set()  # vars computed by the max / clamp kernels
         self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
         self._ring_cache: dict = {}
         self.mixed = False  # the program has FXP32 values (set by run)
@@ -254,6 +256,7 @@ class Interpreter:
                 if not isinstance(var, jax.core.DropVar):
                     env[var] = o
                     producers[var] = eqn
+                    self._var_rings[var] = o.ring
         return [read(v) for v in jaxpr.outvars]
 
     def ring_of(self, eqn, scope, invals) -> Optional[RingSpec]:
@@ -345,6 +348,11 @@ class Interpreter:
             return [self._div(eqn, xs, invals, ring, scope, producers)]
         if prim == "rsqrt":
             self._rsqrt_kernel(xs, invals, ring, scope)
+        if prim == "exp" and self._exp_kernel_selected(eqn, ring, producers):
+            from ..kernels import exp_taylor
+
+            self.kernel_calls.append((scope, exp_taylor.NAME))
+            return [exp_taylor.emulate(a, xs[0], scope)]
         if prim in SPU_ALGORITHMS and self.spu.nonlinear == "spu":
             out = SPU_ALGORITHMS[prim](F, xs, self.spu)
             if prim == "exp":
@@ -378,6 +386,7 @@ class Interpreter:
         if not reduce_max.selects(ring, bound=bound, secret=True, float_operand=invals[0].is_float):
             return
         self.kernel_calls.append((scope, kernel))
+        self._max_kernel_outs.add(eqn.outvars[0])
         reduce_max.check_bound(self.arith, x, bound, ring, scope, kernel)
 
     def _sum_kernel(self, invals, ring, scope) -> None:
@@ -434,6 +443,42 @@ class Interpreter:
             return
         self.kernel_calls.append((scope, rsqrt.NAME))
         rsqrt.check_range(self.arith, xs[0], *value_range, ring, scope)
+
+    def _exp_kernel_selected(self, eqn, ring, producers) -> bool:
+        """The rule of :func:`passes.select_kernels._select_exps` on the jaxpr: exp of a
+        convert of ``max(d, c)`` (the clamp kernel, literal c) where d = x − broadcast(
+        reduce_max(x)) with that reduce_max run by the max kernel."""
+        from ..kernels import exp_taylor
+
+        if not self.spu.kernels or self.spu.nonlinear != "spu":
+            return False
+        conv = producers.get(eqn.invars[0])
+        if conv is None or conv.primitive.name != "convert_element_type":
+            return False
+        source = conv.invars[0]
+        clamp = producers.get(source)
+        if clamp is None or clamp.primitive.name != "max" or clamp.outvars[0] not in self._max_kernel_outs:
+            return False
+        literals = [v.val for v in clamp.invars if isinstance(v, jax.core.Literal)]
+        shifted_vars = [v for v in clamp.invars if not isinstance(v, jax.core.Literal)]
+        if len(literals) != 1 or len(shifted_vars) != 1:
+            return False
+        sub = producers.get(shifted_vars[0])
+        shifted = False
+        if sub is not None and sub.primitive.name == "sub":
+            x, b = sub.invars
+            mx = producers.get(b)
+            while mx is not None and mx.primitive.name in ("broadcast_in_dim", "reshape"):
+                mx = producers.get(mx.invars[0])
+            shifted = (
+                mx is not None
+                and mx.primitive.name == "reduce_max"
+                and mx.invars[0] is x
+                and mx.outvars[0] in self._max_kernel_outs
+            )
+        return exp_taylor.selects(
+            ring, source_ring=self._var_rings.get(source), cutoff=float(np.asarray(literals[0])), shifted=shifted
+        )
 
     def _kernel_selected(self, eqn, invals, ring) -> bool:
         if not self.spu.kernels:

@@ -275,7 +275,12 @@ def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
     fn, args, policy = case("minilm_shaped_bert_1_layer")
     _, c_kernels = compiler_view(fn, *args, policy=policy)
     names = {k for _, k in c_kernels}
-    assert {"max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32", "sum_local", "multiply"} <= names
+    assert {
+        "max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32", "sum_local", "multiply",
+        "exp_taylor_fxp32",
+    } <= names
+    _, i_kernels = interpreter_view(fn, *args, policy=policy)
+    assert sorted(c_kernels) == sorted(i_kernels)
     no_bound = dataclasses.replace(policy, comparison_bound=None, rsqrt_range=None)
     _, c_off = compiler_view(fn, *args, policy=no_bound)
     _, i_off = interpreter_view(fn, *args, policy=no_bound)
