@@ -1,8 +1,8 @@
 """Measure the non-linear and linear call kernels: error, communication, rounds, throughput.
 
 The companion of :mod:`.cast_report` for the kernels the compiler hands ops to
-(``matmul_fxp32``, ``max_reduced_ring``, ``clamp_reduced_ring``, ``rsqrt_calibrated``,
-``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
+(``matmul_fxp32``, ``multiply``, ``max_reduced_ring``, ``clamp_reduced_ring``,
+``exp_taylor_fxp32``, ``rsqrt_calibrated``, ``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
 simulator — on inputs spread over its valid range (the bound or range the policy
 calibrates), at the sizes of one BERT-base layer by default (``scale`` shrinks them), and
 is compared with the exact function of the encoded inputs:
@@ -13,7 +13,11 @@ is compared with the exact function of the encoded inputs:
   dominates, no bound is stated);
 * the matmul: ulps against the exact product rounded to the ring (the truncation is
   within 1.5 ulps), the bias added exactly;
-* the sum: ulps against the exact sum (0: it is exact).
+* the sum: ulps against the exact sum (0: it is exact);
+* the multiply: ulps against the exact product of the encoded inputs (the truncation is
+  within 1.5 ulps);
+* the softmax exp: absolute error against the Taylor form (1 + x/32)^32 of the encoded
+  input (its own semantics, the kernel's module doc states the bound: 62 ulps of 2^−14).
 
 Bits are counted over all parties per output element; rounds are the kernel's message
 depth (the largest per-party count).
@@ -49,20 +53,23 @@ class KernelMeasurement:
         return dataclasses.asdict(self)
 
 
-def _run(simulator, kernel: str, ring: RingSpec, inputs: dict, dtype: str, params: dict, out_shape: tuple):
-    """One-step plan: returns (decoded output, stats of the step per party)."""
+def _run(simulator, kernel: str, ring: RingSpec, inputs: dict, dtype: str, params: dict, out_shape: tuple, input_ring=None):
+    """One-step plan: returns (decoded output, stats of the step per party). ``input_ring``:
+    the inputs' ring when it differs from the output's ``ring``."""
     from .shares import reconstruct, share_values
 
-    infos = {name: VarInfo(ring, tuple(v.shape), dtype) for name, v in inputs.items()}
+    in_ring = input_ring or ring
+    infos = {name: VarInfo(in_ring, tuple(v.shape), dtype) for name, v in inputs.items()}
     infos["y"] = VarInfo(ring, tuple(out_shape), dtype)
+    input_rings = (in_ring,) * len(inputs) if in_ring != ring else ()
     plan = Plan(
-        (KernelCall("k", kernel, tuple(inputs), ("y",), ring, params),),
+        (KernelCall("k", kernel, tuple(inputs), ("y",), ring, params, input_rings),),
         tuple(InputBinding(name, infos[name]) for name in inputs),
         (OutputBinding("y", infos["y"]),),
         infos,
     ).validate()
     rng = np.random.default_rng(0)
-    per_input = {name: share_values(v, ring, dtype, rng) for name, v in inputs.items()}
+    per_input = {name: share_values(v, in_ring, dtype, rng) for name, v in inputs.items()}
     shares = [{name: per_input[name][r] for name in inputs} for r in range(3)]
     outputs, stats = simulator.run_shares(plan, shares)
     return reconstruct([o["y"] for o in outputs]), [party[0] for party in stats.steps]
@@ -147,11 +154,41 @@ def measure_sum(simulator, rng, *, rows: int, cols: int = 768, ring: RingSpec = 
     return _measurement(NAME, ring, [x.shape], y, steps, error, "ulps", 0.0)
 
 
+def measure_multiply(simulator, rng, *, shape: tuple, ring: RingSpec, square: bool):
+    """x·x (quad GeLU's square, FXP32) or x·y (LayerNorm's products, FXP64)."""
+    from .kernels.multiply import NAME
+
+    x = rng.normal(0, 2, shape)
+    inputs = {"x": x, "y": x} if square else {"x": x, "y": rng.normal(0, 2, shape)}
+    dtype = "float16" if ring.field == "FM32" else "float32"
+    y, steps = _run(simulator, NAME, ring, inputs, dtype, {}, shape)
+    scale = 2.0**ring.frac_bits
+    xi, yi = (np.round(v * scale) for v in inputs.values())
+    error = np.abs(y - xi * yi / scale**2).max() / ring.ulp
+    return _measurement(NAME, ring, [x.shape, x.shape], y, steps, error, "ulps", 1.5)
+
+
+def measure_exp(simulator, rng, *, n: int, ring: RingSpec = LOW_RING, out_ring: RingSpec = HIGH_RING):
+    """The softmax's exp on x − max after the cut-off: x in [−14, 0]."""
+    from .kernels.exp_taylor import FRAC_BITS, ITERS, NAME
+
+    x = rng.uniform(-14.0, 0.0, n)
+    x[:2] = -14.0, 0.0
+    params = {"frac_bits": out_ring.frac_bits}
+    y, steps = _run(simulator, NAME, out_ring, {"x": x}, "float32", params, x.shape, input_ring=ring)
+    taylor = (1.0 + _quantized(x, ring) / 2**ITERS) ** (2**ITERS)
+    error = np.abs(y - taylor).max() * 2.0**FRAC_BITS
+    return _measurement(NAME, ring, [x.shape], y, steps, error, "ulps", 2.0 * (2**ITERS - 1))
+
+
 #: One measurement per call kernel, as f(simulator, rng, rows) with rows = 128 × scale.
 MEASUREMENTS = (
     lambda sim, rng, rows: measure_matmul(sim, rng, m=rows, k=768, n=768),
+    lambda sim, rng, rows: measure_multiply(sim, rng, shape=(rows, 3072), ring=LOW_RING, square=True),
+    lambda sim, rng, rows: measure_multiply(sim, rng, shape=(rows, 768), ring=HIGH_RING, square=False),
     lambda sim, rng, rows: measure_max(sim, rng, rows=12 * rows),
     lambda sim, rng, rows: measure_clamp(sim, rng, n=12 * rows * 128),
+    lambda sim, rng, rows: measure_exp(sim, rng, n=12 * rows * 128),
     lambda sim, rng, rows: measure_rsqrt(sim, rng, n=rows),
     lambda sim, rng, rows: measure_sum(sim, rng, rows=rows),
 )

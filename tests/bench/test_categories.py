@@ -79,7 +79,8 @@ def test_every_op_of_a_real_body_lands_where_expected(name, mode):
             assert step_category(step.name, "segment") in CATEGORIES
     # every step gets a category; kernel calls are the matmuls (linear), the softmax's
     # reduced-ring max and cut-off (softmax), LayerNorm's calibrated rsqrt (layernorm) and
-    # the local sums (LayerNorm's means, the softmax's denominator)
+    # the local sums (LayerNorm's means, the softmax's denominator), the softmax's exp
+    # (softmax) and the elementwise products (where their scope puts them)
     from ditto_spu.bench.categories import step_categories
 
     cats = step_categories(program)
@@ -89,8 +90,13 @@ def test_every_op_of_a_real_body_lands_where_expected(name, mode):
             if step.kernel == "sum_local":
                 assert cats[step.name][0] in ("layernorm", "softmax"), cats[step.name]
                 continue
+            if step.kernel == "multiply":  # LayerNorm's products, GeLU's square and coefficients, the attention scale
+                assert cats[step.name][0] in ("layernorm", "gelu", "linear"), cats[step.name]
+                continue
             want = {"matmul_fxp32": "linear", "rsqrt_calibrated": "layernorm"}.get(step.kernel, "softmax")
-            assert step.kernel in ("matmul_fxp32", "max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated")
+            assert step.kernel in (
+                "matmul_fxp32", "max_reduced_ring", "clamp_reduced_ring", "exp_taylor_fxp32", "rsqrt_calibrated"
+            )
             assert cats[step.name][0] == want, (step.kernel, cats[step.name])
         elif step.__class__.__name__ == "KernelStep":
             assert cats[step.name][0] == "casts"
