@@ -76,17 +76,26 @@ def run_plan(
     t0 = time.perf_counter()
     try:
         for rank, conn in enumerate(conns):
-            send_message(
-                conn,
-                {
-                    "type": "run",
-                    "rank": rank,
-                    "digest": config.digest,
-                    "plan": plan_bytes,
-                    "inputs": per_party[rank],
-                    "checked": checked,
-                },
-            )
+            try:
+                send_message(
+                    conn,
+                    {
+                        "type": "run",
+                        "rank": rank,
+                        "digest": config.digest,
+                        "plan": plan_bytes,
+                        "inputs": per_party[rank],
+                        "checked": checked,
+                    },
+                )
+            except OSError as e:
+                # the nodes that already have their job would otherwise wait on a dead peer
+                _abort({c: r for r, c in enumerate(conns) if r != rank}, f"node {rank} died")
+                raise DittoError(
+                    f"node {rank} ({config.nodes[rank].control_address}) closed its connection while "
+                    f"the job was being sent ({type(e).__name__}): it died or was killed; the other "
+                    "nodes were told to abort"
+                ) from None
         results = _collect(config, conns, t0)
     finally:
         for conn in conns:

@@ -206,3 +206,30 @@ def test_two_layer_bert_in_ditto_mode_on_three_nodes_matches_the_simulator(tmp_p
     np.testing.assert_allclose(on_nodes.output, simulated.output, atol=0.05)
     total_n, total_s = sum(on_nodes.bytes_sent), sum(simulated.bytes_sent)
     assert abs(total_n - total_s) <= 0.05 * total_s
+
+
+def test_a_node_dying_while_the_job_is_sent_aborts_the_others(tmp_path, monkeypatch):
+    """Node 1's connection breaks while the driver sends it its job: the driver names the
+    node, and nodes 0 (already holding its job) and 2 are told to abort instead of waiting
+    on a dead peer until their link times out."""
+    from ditto_spu.distributed import driver
+    from ditto_spu.distributed.wire import decode
+
+    class Conn:
+        def __init__(self, rank):
+            self.rank, self.sent = rank, []
+
+        def send_bytes(self, data):
+            if self.rank == 1:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.sent.append(decode(data)["type"])
+
+        def close(self):
+            pass
+
+    conns = [Conn(r) for r in range(3)]
+    monkeypatch.setattr(driver, "_connect", lambda config, rank, timeout: conns[rank])
+    config = load_config(write_config(tmp_path))
+    with pytest.raises(DittoError, match="node 1 .*closed its connection while the job was being sent"):
+        run_plan(config, build_mixed_ring_plan(rows=4, dim=8, low=config.low, high=config.high), demo_inputs(4, 8))
+    assert conns[0].sent == ["run", "abort"] and conns[2].sent == ["abort"]
