@@ -125,6 +125,7 @@ def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
             }
         )
         return 0
+    _log(rank, "job started")
     result: dict = {}
     worker = threading.Thread(target=_run_job, args=(config, rank, msg, result), daemon=True)
     worker.start()
