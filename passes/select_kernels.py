@@ -318,8 +318,7 @@ def _fuse_max_shifts(graph: Graph) -> None:
         if source is None:
             continue
         max_vid, dims, chain = source
-        producer = graph.values[max_vid].producer
-        mx = graph.nodes[producer] if producer is not None else None
+        mx = _producer(graph, max_vid)
         if mx is None or mx.kernel != reduce_max.MAX_NAME or mx.operands != [x_vid] or mx.params.get("shift"):
             continue
         axis = mx.params["axis"]
@@ -410,8 +409,7 @@ def _fuse_bias_adds(graph: Graph) -> None:
         if add.kind != "op" or add.op_name != "stablehlo.add" or add.const or len(add.operands) != 2:
             continue
         for mm_vid, b_vid in (add.operands, add.operands[::-1]):
-            producer = graph.values[mm_vid].producer
-            mm = graph.nodes[producer] if producer is not None else None
+            mm = _producer(graph, mm_vid)
             source = _broadcast_source(graph, b_vid)
             if mm is None or source is None or mm.kernel != MATMUL_FXP32 or len(mm.operands) != 2:
                 continue

@@ -47,12 +47,10 @@ components and PRG streams (:mod:`.multiply`, :mod:`.wrap`); nothing is opened.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..errors import PlanError, RangeError
 from ..rings import RingSpec
-from ..semantics import fxp
 from ..shares import AShare
 from .base import PartyContext, register_call_kernel, run_cast
 from .multiply import multiply
@@ -86,14 +84,15 @@ def selects(ring: RingSpec | None, *, source_ring: RingSpec | None, cutoff: floa
 
 
 def emulate(arith, x, scope: str):
-    """The kernel's value for the emulator and the training model (see the module doc)."""
+    """The kernel's value for the emulator and the training model (see the module doc):
+    SPU's Taylor exp as the semantics models it (:meth:`~ditto_spu.semantics.fxp.Fxp.exp_taylor`,
+    straight-through gradients of the true exp), at the kernel's ring FXP32[F] and with its
+    own n. The largest product is the last squaring's (every r_k ≤ 1 on the valid range,
+    and the squares grow beyond it), which the range report records."""
     ring = RingSpec("FM32", FRAC_BITS)
-    F = arith.fxp(ring)
-    r = F.q(x / 2.0**ITERS) + 1.0
-    for _ in range(ITERS):
-        arith.check_range(scope, ring, "product", r * r)
-        r = F.mul(r, r)
-    return fxp.ste(fxp.sg(r), jnp.exp(x))  # gradients of the true exp (straight-through)
+    out = arith.fxp(ring).exp_taylor(x, ITERS)
+    arith.check_range(scope, ring, "product", out)
+    return out
 
 
 def exp_taylor_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import PlanError, RangeError
+from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel, run_cast
 from .ring_matmul import batched_operands, dot_general_u32
-from .rss import open_for_check, reshare
+from .rss import open_for_check, require_product_fits, reshare
 
 NAME = "matmul_fxp32"
 DEFAULT_MIN_MACS = 1 << 16
@@ -146,15 +146,10 @@ def _check_product_range(ctx: PartyContext, x: AShare, y: AShare, dims) -> None:
     xv = open_for_check(ctx, x).astype(np.float64)
     yv = open_for_check(ctx, y).astype(np.float64)
     a, b, _ = batched_operands(xv, yv, dims)
-    worst = float(np.max(np.abs(np.matmul(a, b)), initial=0.0))
-    limit = 2.0 ** (x.ring.bits - 2)
-    if worst >= limit:
-        f = x.ring.frac_bits
-        raise RangeError(
-            f"{NAME} on party {ctx.rank}: a product reaches {worst * 2.0 ** (-2 * f):.6g}, but "
-            f"{x.ring} holds products only below {limit * 2.0 ** (-2 * f):.6g} (|v·2^{2 * f}| < "
-            f"2^{x.ring.bits - 2}); use fewer fraction bits for this layer (calibrate) or FXP64"
-        )
+    require_product_fits(
+        ctx, np.matmul(a, b), x.ring, kernel=NAME,
+        advice="use fewer fraction bits for this layer (calibrate) or FXP64",
+    )
 
 
 register_call_kernel(NAME, matmul_fxp32)

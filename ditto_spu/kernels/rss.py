@@ -121,3 +121,17 @@ def require_within(
         f"[{low * scale:.10g}, {high * scale:.10g}] (x·2^{frac_bits} in [{low}, {high}]); "
         f"first at index {tuple(int(i) for i in index)}: {worst * scale:.10g}. {advice}"
     )
+
+
+def require_product_fits(ctx, exact_scaled: np.ndarray, ring: RingSpec, *, kernel: str, advice: str) -> None:
+    """CHECKED MODE ONLY: raise RangeError when a product at scale 2^(2f) (exact, from
+    opened operands) leaves the ring's safe range |v| < 2^(l−2): it would wrap mod 2^l
+    before the truncation, invisibly in the ring value afterwards."""
+    worst = float(np.max(np.abs(exact_scaled), initial=0.0))
+    limit = 2.0 ** (ring.bits - 2)
+    if worst >= limit:
+        f = ring.frac_bits
+        raise RangeError(
+            f"{kernel} on party {ctx.rank}: a product reaches {worst * 2.0 ** (-2 * f):.6g}, but {ring} holds "
+            f"products only below {limit * 2.0 ** (-2 * f):.6g} (|v·2^{2 * f}| < 2^{ring.bits - 2}); {advice}"
+        )

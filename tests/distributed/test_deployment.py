@@ -235,7 +235,7 @@ def test_a_node_dying_while_the_job_is_sent_aborts_the_others(tmp_path, monkeypa
             self.sent.append(decode(data)["type"])
 
         def close(self):
-            pass
+            """A fake connection holds nothing to release."""
 
     conns = [Conn(r) for r in range(3)]
     monkeypatch.setattr(driver, "_connect", lambda config, rank, timeout: conns[rank])

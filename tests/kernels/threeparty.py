@@ -168,3 +168,17 @@ def received_messages(fn, shares, prgs, receiver=2) -> list:
 def without_bit_pad(payload: bytes, pad: np.ndarray) -> bytes:
     """A message of packed bit lanes with the receiver's own packed pad XORed out."""
     return (np.frombuffer(payload, np.uint8) ^ pad.ravel().astype(np.uint8)).tobytes()
+
+
+def assert_views_alike(a: list, b: list, broken) -> None:
+    """Two receiver views ``[(source, samples)]`` for two secrets: the same messages, and
+    each sample set with the same distribution (KS p > 1e-4) — or, for a deliberately
+    ``broken`` variant, some set clearly different (p < 1e-8)."""
+    from scipy.stats import ks_2samp
+
+    assert [s for s, _ in a] == [s for s, _ in b]
+    p = min(ks_2samp(x, y).pvalue for (_, x), (_, y) in zip(a, b))
+    if broken is not None:
+        assert p < 1e-8, p
+    else:
+        assert p > 1e-4, p
