@@ -13,7 +13,7 @@ from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.semantics.arith import CheckedArithmetic
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import assert_views_alike, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
+from threeparty import assert_views_alike, pads_from_stream_of, reshare_from_party_0_view, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
 
 PARAMS = {"frac_bits": 18}
 
@@ -80,6 +80,9 @@ VIEW_SEED = 13
 BROKEN = {
     # every 32-bit pad is zero: the squarings' reshare masks among them
     "no mask": lambda prgs: [PadDouble(p, zero_pads(np.uint32)) for p in prgs],
+    # party 0 draws the first squaring's reshare pad meant for party 1 from its stream
+    # with party 2, which removes it with its own
+    "reused pad": lambda prgs: [PadDouble(prgs[0], pads_from_stream_of(np.uint32, 2, 1)), prgs[1], prgs[2]],
 }
 
 
@@ -90,13 +93,16 @@ def _party2_view(value, broken=None):
     if broken is not None:
         prgs = BROKEN[broken](prgs)
     got = received_messages(lambda ctx, x: exp_taylor_fxp32(ctx, [x], PARAMS), xs, prgs)
-    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in got]
+    assert got[0][0] == 0  # the first squaring's reshare (x/2^n and + 1 are local)
+    view = [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in got]
+    return view + reshare_from_party_0_view(got[0][1], VIEW_SEED, n)
 
 
 @pytest.mark.parametrize("broken", [None, *BROKEN])
 def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
     """Party 2's own components and PRG streams are fixed; the secret (−0.5 vs −12) lives
-    in s_1 only. Every message it receives has the same byte distribution for both;
-    without the reshare masks the squarings' terms show."""
+    in s_1 only. Every message it receives, as received and the first reshare with its own
+    pads removed, has the same distribution for both; without the reshare masks, or with
+    a pad reused, the squarings' terms show."""
     a, b = _party2_view(-0.5, broken), _party2_view(-12.0, broken)
     assert_views_alike(a, b, broken)

@@ -9,7 +9,7 @@ from ditto_spu.kernels.multiply import encode_constant, multiply, selects
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import assert_views_alike, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
+from threeparty import assert_views_alike, pads_from_stream_of, reshare_from_party_0_view, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
 
 
 def _run(inputs_per_party, params=None, checked=False):
@@ -88,13 +88,16 @@ BROKEN = {
     # every 32-bit pad is zero: the reshare's zero sharing among them, so party 2 sees
     # party 0's product term z_0 in clear
     "no mask": lambda prgs: [PadDouble(p, zero_pads(np.uint32)) for p in prgs],
+    # party 0 draws its reshare pad meant for party 1 from its stream with party 2: a
+    # reused pad, which party 2 removes with its own stream
+    "reused pad": lambda prgs: [PadDouble(prgs[0], pads_from_stream_of(np.uint32, 2, 1)), prgs[1], prgs[2]],
 }
 
 
 def _party2_view(value, broken=None):
     """What party 2 receives during x·x (its own components and PRG streams fixed; the
     secret lives in s_1 only), message by message as 32-bit words, plus the reshare
-    message with party 2's own pad with party 0 removed."""
+    message with party 2's own pads with party 0 removed."""
     n = 4000
     ring = FXP32(8)
     xs = fixed_view_shares(np.full((n,), value), ring, "float16")
@@ -103,19 +106,15 @@ def _party2_view(value, broken=None):
         prgs = BROKEN[broken](prgs)
     got = received_messages(lambda ctx, x: multiply(ctx, [x, x], {}), xs, prgs)
     assert got[0][0] == 0  # the reshare: party i sends to party i − 1
-    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2]
-    own.shared(1, (n,), np.uint32)  # party 2's draws in reshare order: previous party first
-    pad_with_0 = own.shared(0, (n,), np.uint32)
-    reshare = np.frombuffer(got[0][1], np.uint32)
     view = [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in got]
-    return view + [("0, own pad removed", ((reshare - pad_with_0) / 2.0**32).astype(np.float64))]
+    return view + reshare_from_party_0_view(got[0][1], VIEW_SEED, n)
 
 
 @pytest.mark.parametrize("broken", [None, *BROKEN])
 def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
     """Party 2's own components and PRG streams are fixed; the secret (0.5 vs 90) lives in
     s_1 only. Every message it receives (the reshare from party 0, the truncation's OT
-    words), as received and with its own pad removed, has the same distribution for both;
-    without the reshare's masks it does not."""
+    words), as received and with its own pads removed, has the same distribution for both;
+    without the reshare's masks, or with a pad reused, it does not."""
     a, b = _party2_view(0.5, broken), _party2_view(90.0, broken)
     assert_views_alike(a, b, broken)

@@ -182,3 +182,21 @@ def assert_views_alike(a: list, b: list, broken) -> None:
         assert p < 1e-8, p
     else:
         assert p > 1e-4, p
+
+
+def reshare_from_party_0_view(payload: bytes, seed: int, n: int, dtype=np.uint32) -> list:
+    """Party 2's view of the reshare message c_0 = z_0 + r_20 − r_01 it receives from party
+    0, given what party 2 knows: its first two pads with party 0 from its own stream
+    (``PairwisePRG.deterministic_trio(seed)``). c_0 − r_20 is masked by r_01, which party 2
+    cannot draw; with r_01 taken from the wrong stream (party 0's next pad with party 2),
+    c_0 − r_20 + that pad is z_0 itself."""
+    from ditto_spu.kernels.prg import PairwisePRG
+
+    own = PairwisePRG.deterministic_trio(seed)[2]
+    first, second = own.shared(0, (n,), dtype), own.shared(0, (n,), dtype)
+    message = np.frombuffer(payload, dtype)
+    scale = 2.0 ** (8 * np.dtype(dtype).itemsize)
+    return [
+        ("0, own pad removed", (message - first) / scale),
+        ("0, own pads removed", (message - first + second) / scale),
+    ]
