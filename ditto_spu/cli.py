@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_casts)
 
-    p = sub.add_parser("kernels", help="measure the call kernels (matmul, max, cut-off, rsqrt, sum)")
+    p = sub.add_parser("kernels", help="measure the call kernels (matmul, multiply, max, cut-off, exp, division, rsqrt, sum)")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of one BERT-base layer's sizes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

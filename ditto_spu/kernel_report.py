@@ -2,7 +2,7 @@
 
 The companion of :mod:`.cast_report` for the kernels the compiler hands ops to
 (``matmul_fxp32``, ``multiply``, ``max_reduced_ring``, ``clamp_reduced_ring``,
-``exp_taylor_fxp32``, ``rsqrt_calibrated``, ``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
+``exp_taylor_fxp32``, ``divide_calibrated``, ``rsqrt_calibrated``, ``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
 simulator — on inputs spread over its valid range (the bound or range the policy
 calibrates), at the sizes of one BERT-base layer by default (``scale`` shrinks them), and
 is compared with the exact function of the encoded inputs:
@@ -11,6 +11,8 @@ is compared with the exact function of the encoded inputs:
   the reduced values are off by up to 3 units of 2^−r);
 * rsqrt: relative error against 1/√x (SPU's algorithm; its own polynomial error
   dominates, no bound is stated);
+* the softmax division: ulps against the exact quotient of the encoded inputs (SPU's
+  Goldschmidt reciprocal, two iterations: its own error dominates, no bound is stated);
 * the matmul: ulps against the exact product rounded to the ring (the truncation is
   within 1.5 ulps), the bias added exactly;
 * the sum: ulps against the exact sum (0: it is exact);
@@ -181,6 +183,24 @@ def measure_exp(simulator, rng, *, n: int, ring: RingSpec = LOW_RING, out_ring: 
     return _measurement(NAME, ring, [x.shape], y, steps, error, "ulps", 2.0 * (2**ITERS - 1))
 
 
+def measure_divide(simulator, rng, *, rows: int, keys: int = 128, ring: RingSpec = HIGH_RING):
+    """The softmax's division: exp(x − max) over its row sum, the sum's range the one
+    the compiler derives for ``keys`` entries."""
+    from .kernels.divide import NAME, softmax_denominator_range
+    from .kernels.reduce_max import DEFAULT_RESOLUTION_BITS
+
+    scores = rng.normal(0.0, 4.0, (rows, keys))
+    e = np.exp(np.maximum(scores - scores.max(axis=1, keepdims=True), -14.0))
+    e[0] = 1.0  # the widest row: every entry at the max (sum = keys)
+    total = e.sum(axis=1)
+    low, high = softmax_denominator_range(keys, DEFAULT_RESOLUTION_BITS)
+    params = {"low": low, "high": high, "broadcast_dims": [0]}
+    y, steps = _run(simulator, NAME, ring, {"a": e, "b": total}, "float32", params, e.shape)
+    exact = _quantized(e, ring) / _quantized(total, ring)[:, None]
+    error = np.abs(y - exact).max() / ring.ulp
+    return _measurement(NAME, ring, [e.shape, total.shape], y, steps, error, "ulps", None)
+
+
 #: One measurement per call kernel, as f(simulator, rng, rows) with rows = 128 × scale.
 MEASUREMENTS = (
     lambda sim, rng, rows: measure_matmul(sim, rng, m=rows, k=768, n=768),
@@ -189,6 +209,7 @@ MEASUREMENTS = (
     lambda sim, rng, rows: measure_max(sim, rng, rows=12 * rows),
     lambda sim, rng, rows: measure_clamp(sim, rng, n=12 * rows * 128),
     lambda sim, rng, rows: measure_exp(sim, rng, n=12 * rows * 128),
+    lambda sim, rng, rows: measure_divide(sim, rng, rows=12 * rows),
     lambda sim, rng, rows: measure_rsqrt(sim, rng, n=rows),
     lambda sim, rng, rows: measure_sum(sim, rng, rows=rows),
 )

@@ -40,13 +40,20 @@ clamp kernel's result, itself applied to the max kernel's fused x − max, becom
 ``exp_taylor_fxp32`` (:func:`ditto_spu.kernels.exp_taylor.selects`) on the clamp's FXP32
 result; the cast goes when the exp was its only reader. The clamp constant and the shift
 bound the input to [cut-off, 0], the kernel's valid range.
+
+The softmax's division (every exp over its row's sum): a ``stablehlo.divide`` in FXP64
+whose divisor is a broadcast of ``sum_local`` over the exp kernel's result becomes
+``divide_calibrated`` on the numerator and the un-broadcast sum. Such a sum lies in
+[0.5, 1.25·n] for n summed entries (:func:`ditto_spu.kernels.divide.softmax_denominator_range`),
+the range the kernel's few comparisons rely on; the broadcast goes when nothing else
+reads it.
 """
 
 from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import exp_taylor, local_sum, multiply, reduce_max, rsqrt
+from ditto_spu.kernels import divide, exp_taylor, local_sum, multiply, reduce_max, rsqrt
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
 
 from .graph import Graph
@@ -255,6 +262,48 @@ def _select_exps(graph: Graph) -> None:
         n.operands = [source.id]
 
 
+def _select_divides(graph: Graph, mixed: bool) -> None:
+    """``divide(a, broadcast(sum_local(exp_taylor_fxp32(...))))`` (the softmax's
+    normalisation) -> ``divide_calibrated`` on a and the un-broadcast sum, whose range
+    follows from the structure (:func:`ditto_spu.kernels.divide.softmax_denominator_range`)."""
+    users = graph.users()
+    for n in list(graph.nodes):
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.divide" or n.ring is None:
+            continue
+        a_vid, b_vid = n.operands
+        source = _broadcast_source(graph, b_vid)
+        if source is None:
+            continue
+        sum_vid, dims, chain = source
+        total = _producer(graph, sum_vid)
+        if total is None or total.kernel != local_sum.NAME:
+            continue
+        exp = _producer(graph, total.operands[0])
+        if exp is None or exp.kernel != exp_taylor.NAME:
+            continue
+        clamp = _producer(graph, exp.operands[0])
+        shift = _producer(graph, clamp.operands[0]) if clamp is not None else None
+        if shift is None or shift.kernel != reduce_max.MAX_NAME:
+            continue
+        entries = math.prod(graph.values[exp.results[0]].shape[d] for d in total.params["axes"])
+        resolution = int(shift.params.get("resolution_bits", reduce_max.DEFAULT_RESOLUTION_BITS))
+        value_range = divide.softmax_denominator_range(entries, resolution)
+        a, b = graph.values[a_vid], graph.values[sum_vid]
+        if a.ring != n.ring or b.ring != n.ring or not graph.values[n.results[0]].is_float:
+            continue
+        if not divide.selects(n.ring, value_range=value_range, mixed=mixed, secret=_computed(graph, a_vid), float_operand=a.is_float):
+            continue
+        n.kind = "call"
+        n.kernel = divide.NAME
+        n.params = {"low": value_range[0], "high": value_range[1], "broadcast_dims": list(dims)}
+        n.operands = [a_vid, sum_vid]
+        users[b_vid] = [u for u in users.get(b_vid, []) if u != n.id]
+        users.setdefault(sum_vid, []).append(n.id)
+        for node in chain:
+            if not users.get(node.results[0]) and node.results[0] not in graph.outputs:
+                _remove(users, node)
+
+
 def _producer(graph: Graph, vid: int):
     producer = graph.values[vid].producer
     return graph.nodes[producer] if producer is not None else None
@@ -278,6 +327,7 @@ def select_kernels(
         _select_multiplies(graph, mixed)
         _fuse_max_shifts(graph)
         _select_exps(graph)
+        _select_divides(graph, mixed)
     if not matmul_fxp32:
         return graph
     for n in graph.nodes:

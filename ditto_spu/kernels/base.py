@@ -220,7 +220,7 @@ def _ensure_builtin_kernels() -> None:
         return
     with _BUILTINS_LOCK:
         if not _BUILTINS_LOADED:
-            from . import downcast, exp_taylor, local_sum, matmul, multiply, reduce_max, rescale, rsqrt, upcast  # noqa: F401  (registration side effect)
+            from . import divide, downcast, exp_taylor, local_sum, matmul, multiply, reduce_max, rescale, rsqrt, upcast  # noqa: F401  (registration side effect)
 
             _BUILTINS_LOADED = True
 

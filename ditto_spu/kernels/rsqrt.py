@@ -9,17 +9,15 @@ reduced ring. This kernel computes SPU's algorithm, with the same normalisation,
 same polynomial and the same compensation, so its fixed-point semantics is SPU's
 (the emulator and the training model need no change):
 
-1. local: X mod 2^k (k = p_hi + 3: X − 2^j keeps its sign) — exact, no bit is dropped;
-2. b_j = [X ≥ 2^j] for j = p_lo+1..p_hi, all in one batch of sign bits
-   (:func:`.compare.msb`, 2 + ⌈log2(k−1)⌉ rounds), injected into Z_2^64 (1 round);
-3. local: the bits are monotone in j, so the one-hot of p is o_j = b_j − b_{j+1} and any
-   function of p is linear in the bits: C = 2^(f−2−p) (at F extra fraction bits, exact)
-   and the compensation COMP = floor(2^f·2^(−e/2)) (e = p + 2 − f, with SPU's √2 for odd
-   e) are public linear combinations of the shares;
-4. u = X·2^(−2−p) ∈ [0.25, 0.5): one product and one truncation by F (2 rounds);
-5. u², then u³ = u²·u and u⁴ = u²·u² together (4 rounds); the polynomial's public
+1. the highest-bit position p of X as monotone threshold bits b_j = [X ≥ 2^j] in the
+   ring (:mod:`.normalize`: comparisons in a (p_hi + 3)-bit ring, 2 + ⌈log2(p_hi + 2)⌉
+   rounds, and the bit injection, 1 round); the scale C = 2^(f−2−p) (at F extra fraction
+   bits, exact) and SPU's compensation COMP = floor(2^f·2^(−e/2)) (e = p + 2 − f, with
+   its √2 for odd e) are public functions of p, hence linear in the bits: local;
+2. u = X·2^(−2−p) ∈ [0.25, 0.5): one product and one truncation by F (2 rounds);
+3. u², then u³ = u²·u and u⁴ = u²·u² together (4 rounds); the polynomial's public
    coefficients locally, one truncation (1 round); r = poly + 4.14285016;
-6. out = r·COMP, truncated (2 rounds).
+4. out = r·COMP, truncated (2 rounds).
 
 Rounds: 2 + ⌈log2(k−1)⌉ + 10 (18 for x in [2^−12, 2^16] at f = 18), against SPU's
 bit decomposition of all 64 bits, prefix-OR and sequential powers. Bytes: a sign bit per
@@ -46,8 +44,9 @@ import numpy as np
 from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
-from .base import PartyContext, register_call_kernel, run_cast
-from .compare import bit_injection, msb, msb_rounds, multiply_sum, not_gate, reduce_components
+from .base import PartyContext, register_call_kernel
+from .compare import multiply_sum
+from .normalize import exponent_bits, exponent_range, exponent_rounds, linear_in_bits, truncate
 from .rss import add_public_to_s0, open_for_check
 from ..semantics.report import range_kind
 
@@ -57,18 +56,6 @@ DEFAULT_RANGE = (2.0**-12, 2.0**16)
 # same constants as the semantics' model Fxp.rsqrt.
 POLY = (-15.47994394, 38.4714796, -49.86605845, 26.02942339)
 POLY_CONST = 4.14285016
-
-
-def exponent_range(ring: RingSpec, low: float, high: float):
-    """(p_lo, p_hi): the highest-bit positions X = x·2^f can have for x in [low, high];
-    None when the range does not suit the kernel."""
-    f = ring.frac_bits
-    if not (0 < low <= high) or low * 2.0**f < 1.0:
-        return None
-    p_lo, p_hi = math.floor(math.log2(low * 2.0**f)), math.floor(math.log2(high * 2.0**f))
-    if p_hi + 3 > ring.bits - 4:
-        return None
-    return p_lo, p_hi
 
 
 def selects(ring: RingSpec | None, *, value_range, mixed: bool, secret: bool, float_operand: bool) -> bool:
@@ -89,7 +76,7 @@ def selects(ring: RingSpec | None, *, value_range, mixed: bool, secret: bool, fl
 def rounds(ring: RingSpec, low: float, high: float) -> int:
     """Message depth of the kernel."""
     _, p_hi = exponent_range(ring, low, high)
-    return msb_rounds(p_hi + 3) + 10
+    return exponent_rounds(p_hi) + 9
 
 
 def check_range(arith, x, low: float, high: float, ring: RingSpec, scope: str) -> None:
@@ -107,21 +94,6 @@ def _compensation(f: int, e: int) -> float:
     sqrt2 = math.floor(2.0**k * math.sqrt(2.0)) / 2.0**k
     comp = 2.0 ** (-(e - 1) / 2) / 2.0 * sqrt2 if e % 2 else 2.0 ** (-e / 2)
     return math.floor(comp * 2.0**f)
-
-
-def _linear_in_bits(ctx, bits: np.ndarray, values: list) -> np.ndarray:
-    """Shares of values[p − p_lo] from the injected monotone bits b_j (j = p_lo+1..):
-    values[0] + Σ_j b_j·(values[j] − values[j−1]), all integers mod 2^64 (local)."""
-    steps = np.array([(int(values[i + 1]) - int(values[i])) % (1 << 64) for i in range(len(values) - 1)], np.uint64)
-    out = (bits * steps[:, None]).sum(axis=-2, dtype=np.uint64) if len(steps) else np.zeros(bits.shape[:-2] + (2,), np.uint64)
-    return add_public_to_s0(out, ctx.rank, int(values[0]))
-
-
-def _truncate(ctx, components: np.ndarray, ring: RingSpec, shape, dtype, extra_bits: int) -> np.ndarray:
-    if extra_bits == 0:
-        return components
-    wide = AShare(RingSpec(ring.field, ring.frac_bits + extra_bits), shape, dtype, components)
-    return run_cast(ctx, wide, ring).share.components
 
 
 def rsqrt_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
@@ -150,32 +122,25 @@ def rsqrt_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
                 f"calibrated range [{low:g}, {high:g}] (e.g. {v[bad].ravel()[0]:.6g}); recalibrate "
                 "the policy's rsqrt_range"
             )
-    width = p_hi + 3
     shape = x.shape
     comps = x.components
-    thresholds = list(range(p_lo + 1, p_hi + 1))
-    reduced = reduce_components(comps, 0, width)[..., None, :].repeat(len(thresholds), axis=-2)
-    mask = np.uint64((1 << width) - 1)
-    for i, j in enumerate(thresholds):
-        reduced[..., i, :] = add_public_to_s0(reduced[..., i, :], ctx.rank, -(1 << j)) & mask
-    geq = not_gate(ctx, msb(ctx, reduced, width))  # b_j = [X >= 2^j]
-    bits = bit_injection(ctx, geq, np.uint64).reshape(reduced.shape)
+    bits = exponent_bits(ctx, comps, p_lo, p_hi)
     # u = X·2^(f-2-p): the scale 2^(f-2-p) at `extra` more fraction bits is an integer.
     extra = max(0, p_hi + 2 - f)
     scale = [1 << (extra + f - 2 - p) for p in range(p_lo, p_hi + 1)]
     comp = [_compensation(f, p + 2 - f) for p in range(p_lo, p_hi + 1)]
-    scale_sh = _linear_in_bits(ctx, bits, scale)
-    comp_sh = _linear_in_bits(ctx, bits, comp)
-    u = _truncate(ctx, multiply_sum(ctx, comps, scale_sh), ring, shape, x.dtype, extra)
-    u2 = _truncate(ctx, multiply_sum(ctx, u, u), ring, shape, x.dtype, f)
-    both = _truncate(
+    scale_sh = linear_in_bits(ctx, bits, scale)
+    comp_sh = linear_in_bits(ctx, bits, comp)
+    u = truncate(ctx, multiply_sum(ctx, comps, scale_sh), ring, shape, x.dtype, extra)
+    u2 = truncate(ctx, multiply_sum(ctx, u, u), ring, shape, x.dtype, f)
+    both = truncate(
         ctx, multiply_sum(ctx, np.stack([u2, u2]), np.stack([u, u2])), ring, (2,) + tuple(shape), x.dtype, f
     )
     powers = [u, u2, both[0], both[1]]
     coeffs = [int(math.trunc(c * 2.0**f)) % (1 << 64) for c in POLY]  # encoded as SPU does
     acc = sum((p * np.uint64(c) for p, c in zip(powers, coeffs)), np.zeros_like(u))
-    r = add_public_to_s0(_truncate(ctx, acc, ring, shape, x.dtype, f), ctx.rank, math.trunc(POLY_CONST * 2.0**f))
-    out = _truncate(ctx, multiply_sum(ctx, r, comp_sh), ring, shape, x.dtype, f)
+    r = add_public_to_s0(truncate(ctx, acc, ring, shape, x.dtype, f), ctx.rank, math.trunc(POLY_CONST * 2.0**f))
+    out = truncate(ctx, multiply_sum(ctx, r, comp_sh), ring, shape, x.dtype, f)
     return [AShare(ring, shape, x.dtype, out)]
 
 

@@ -214,6 +214,7 @@ class Interpreter:
         self.kernel_calls: list = []  # (scope, kernel name)
         self._var_rings: dict = {}  # jaxpr var -> ring of its value (kernel selection rules)
         self._max_kernel_outs: set = set()  # vars computed by the max / clamp kernels
+        self._exp_kernel_outs: set = set()  # vars computed by the softmax exp kernel
         self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
         self._ring_cache: dict = {}
         self.mixed = False  # the program has FXP32 values (set by run)
@@ -352,6 +353,7 @@ class Interpreter:
             from ..kernels import exp_taylor
 
             self.kernel_calls.append((scope, exp_taylor.NAME))
+            self._exp_kernel_outs.add(eqn.outvars[0])
             return [exp_taylor.emulate(a, xs[0], scope)]
         if prim in SPU_ALGORITHMS and self.spu.nonlinear == "spu":
             out = SPU_ALGORITHMS[prim](F, xs, self.spu)
@@ -480,6 +482,26 @@ class Interpreter:
             ring, source_ring=self._var_rings.get(source), cutoff=float(np.asarray(literals[0])), shifted=shifted
         )
 
+    def _divide_kernel_range(self, eqn, invals, ring, producers):
+        """The rule of :func:`passes.select_kernels._select_divides` on the jaxpr: a
+        division by a broadcast of ``reduce_sum`` over the exp kernel's result runs as
+        :mod:`ditto_spu.kernels.divide`; returns the denominator range it relies on, else
+        None."""
+        from ..kernels import divide, reduce_max
+
+        if not self.spu.kernels or invals[0].const or invals[1].const:
+            return None
+        total = producers.get(eqn.invars[1])
+        while total is not None and total.primitive.name in ("broadcast_in_dim", "reshape"):
+            total = producers.get(total.invars[0])
+        if total is None or total.primitive.name != "reduce_sum" or total.invars[0] not in self._exp_kernel_outs:
+            return None
+        shape = total.invars[0].aval.shape
+        entries = math.prod(shape[d] for d in total.params["axes"])
+        value_range = divide.softmax_denominator_range(entries, reduce_max.DEFAULT_RESOLUTION_BITS)
+        ok = divide.selects(ring, value_range=value_range, mixed=self.mixed, secret=True, float_operand=invals[0].is_float)
+        return value_range if ok else None
+
     def _kernel_selected(self, eqn, invals, ring) -> bool:
         if not self.spu.kernels:
             return False
@@ -528,7 +550,15 @@ class Interpreter:
             or getattr(producers.get(bvar), "primitive", None) is jax.lax.broadcast_in_dim_p
         )
         if self.spu.denominator_broadcast and broadcast:
-            r = F.reciprocal(b, self.spu.div_iters)
+            iters = self.spu.div_iters
+            kernel_range = self._divide_kernel_range(eqn, invals, ring, producers)
+            if kernel_range is not None:
+                from ..kernels import divide
+
+                self.kernel_calls.append((scope, divide.NAME))
+                divide.check_range(self.arith, b, *kernel_range, ring, scope)
+                iters = divide.ITERS
+            r = F.reciprocal(b, iters)
             return self.arith.product(a * r, ring, scope)
         self.arith.check_range(scope, ring, "product", a * 2.0)  # r·a with r = 1/c ∈ (1, 2]
         return F.divide(a, b, self.spu.div_iters)

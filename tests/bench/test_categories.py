@@ -95,7 +95,8 @@ def test_every_op_of_a_real_body_lands_where_expected(name, mode):
                 continue
             want = {"matmul_fxp32": "linear", "rsqrt_calibrated": "layernorm"}.get(step.kernel, "softmax")
             assert step.kernel in (
-                "matmul_fxp32", "max_reduced_ring", "clamp_reduced_ring", "exp_taylor_fxp32", "rsqrt_calibrated"
+                "matmul_fxp32", "max_reduced_ring", "clamp_reduced_ring", "exp_taylor_fxp32", "rsqrt_calibrated",
+                "divide_calibrated",
             )
             assert cats[step.name][0] == want, (step.kernel, cats[step.name])
         elif step.__class__.__name__ == "KernelStep":

@@ -40,13 +40,14 @@ def test_kernels_json_reports_every_call_kernel_within_spec():
     rows = {r["kernel"]: r for r in measured}
     assert set(rows) == {
         "matmul_fxp32", "multiply", "max_reduced_ring", "clamp_reduced_ring", "exp_taylor_fxp32", "rsqrt_calibrated",
-        "sum_local",
+        "sum_local", "divide_calibrated",
     }
     products = {r["ring"]: r for r in measured if r["kernel"] == "multiply"}
     assert set(products) == {"FXP32[f=8]", "FXP64[f=18]"}
     assert all(r["rounds"] == 2 for r in products.values())
     assert products["FXP32[f=8]"]["bits_per_output"] == 144 and products["FXP64[f=18]"]["bits_per_output"] == 384
     assert rows["exp_taylor_fxp32"]["rounds"] == 11 and rows["exp_taylor_fxp32"]["bits_per_output"] == 1152
+    assert rows["divide_calibrated"]["rounds"] == 20 and rows["divide_calibrated"]["max_error"] <= 32
     for r in measured:
         if r["stated_max_error"] is not None:
             assert r["max_error"] <= r["stated_max_error"] + 1e-9, r

@@ -268,8 +268,8 @@ def test_consistency_module_names_the_scope_of_a_mismatch():
 
 
 def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
-    """The ditto softmax's row max and cut-off go to the reduced-ring kernels and
-    LayerNorm's rsqrt to the calibrated one, under the default bound and range, and the
+    """The ditto softmax's row max and cut-off go to the reduced-ring kernels, its exp and
+    division to theirs, and LayerNorm's rsqrt to the calibrated one, under the default bound and range, and the
     sums to the local sum; the interpreter knows it (same scopes). Without the bound and
     the range only the matmuls, the sums and the products are kernels."""
     fn, args, policy = case("minilm_shaped_bert_1_layer")
@@ -277,7 +277,7 @@ def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
     names = {k for _, k in c_kernels}
     assert {
         "max_reduced_ring", "clamp_reduced_ring", "rsqrt_calibrated", "matmul_fxp32", "sum_local", "multiply",
-        "exp_taylor_fxp32",
+        "exp_taylor_fxp32", "divide_calibrated",
     } <= names
     _, i_kernels = interpreter_view(fn, *args, policy=policy)
     assert sorted(c_kernels) == sorted(i_kernels)
