@@ -14,7 +14,7 @@ from casting import (
     total_comm,
 )
 from ditto_spu.errors import RangeError, RingError
-from ditto_spu.kernels.base import find_cast_kernel, registered_cast_kernels
+from ditto_spu.kernels.base import find_cast_kernel, registered_cast_kernels, run_cast
 from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp32,
     rescale_fewer_frac_bits_fxp32_w8,
@@ -25,8 +25,10 @@ from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp64_wide,
     rescale_more_frac_bits,
 )
+from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64, RingSpec
 from ditto_spu.shares import reconstruct, share_values
+from threeparty import PadDouble, RecordingLink, assert_views_alike, fixed_view_shares, run_three_parties, zero_pads
 
 DOWN_CASES = [
     (FXP64(18), FXP64(10), rescale_fewer_frac_bits_fxp64_w8),
@@ -158,3 +160,58 @@ def test_property_truncation_bound(field, f, d, fraction):
     out, _ = cast_on_parties(share_scaled(x, src), dst)
     err = error_in_dst_ulps(scaled_of(out), x, src.frac_bits, dst.frac_bits)
     assert err.min() > -1.5 and err.max() <= 1.5
+
+
+# ---- what a receiver sees, for the 8- and 16-bit wrap-count words ------------------------------
+VIEW_CASES = [(FXP32(16), FXP32(8), np.uint8), (FXP64(30), FXP64(14), np.uint16)]
+
+
+def _first_row_zero(word):
+    """Rewrite: the first row of every (3, n) draw of ``word`` pads (t0 / t1, the output
+    shares' re-randomisation) is zero, so the share party 2 derives is the wrap count."""
+
+    def rewrite(inner, peer, shape, dtype):
+        pad = np.array(inner.shared(peer, shape, dtype))
+        if np.dtype(dtype) == np.dtype(word) and len(shape) == 2 and shape[0] == 3:
+            pad[0] = 0
+        return pad
+
+    return rewrite
+
+
+VIEW_BROKEN = {
+    "no mask": lambda prgs, word: [PadDouble(p, zero_pads(word)) for p in prgs],
+    "no re-randomisation": lambda prgs, word: [PadDouble(p, _first_row_zero(word)) for p in prgs],
+}
+
+
+def _party2_truncation_view(value, src, dst, word, broken=None):
+    """Party 2's messages (as byte values) and its own output components, for a
+    truncation of ``value`` in which party 2's input components are fixed constants
+    s_2 = −s_0, so that the wrap count (which the broken variants expose) is 0 for a
+    positive value and 1 for a negative one."""
+    xs = fixed_view_shares(np.full((4000,), value), src, "float32", constants=(0x2545F491, -0x2545F491))
+    prgs = PairwisePRG.deterministic_trio(11)
+    if broken is not None:
+        prgs = VIEW_BROKEN[broken](prgs, word)
+    outs = run_three_parties(
+        lambda ctx: (run_cast(ctx, xs[ctx.rank], dst).share.components, ctx.link.received),
+        prgs=prgs,
+        link_class=RecordingLink,
+    )
+    own_output, received = outs[2]
+    view = [(s, np.frombuffer(p, np.uint8).astype(np.float64)) for s, p in received]
+    return view + [("own output", np.ascontiguousarray(own_output).view(np.uint8).ravel().astype(np.float64))]
+
+
+@pytest.mark.parametrize("src,dst,word", VIEW_CASES, ids=["fxp32-8bit-words", "fxp64-16bit-words"])
+@pytest.mark.parametrize("broken", [None, *VIEW_BROKEN])
+def test_what_party_2_sees_of_a_narrow_word_truncation_does_not_depend_on_the_secret(src, dst, word, broken):
+    """Given its own (fixed) components and PRG streams, party 2's received words and the
+    output share it derives look the same for two secrets with different wrap counts
+    (0.01 and −3000);
+    without the masks, or without the re-randomisation of the output shares, they do not."""
+    assert find_cast_kernel(src, dst).bits_per_element == 6 * 8 * np.dtype(word).itemsize
+    a = _party2_truncation_view(0.01, src, dst, word, broken)
+    b = _party2_truncation_view(-3000.0, src, dst, word, broken)
+    assert_views_alike(a, b, broken)

@@ -139,7 +139,7 @@ def pads_from_stream_of(dtype, peer_used, peer_meant):
     return rewrite
 
 
-def fixed_view_shares(values, ring, dtype, receiver=2):
+def fixed_view_shares(values, ring, dtype, receiver=2, constants=(0x2545F491, 0x3A8F05C5)):
     """RSS of ``values`` in which ``receiver``'s own two components are the same constants
     whatever the secret: only the component it never holds carries it."""
     from ditto_spu.shares import AShare
@@ -147,8 +147,8 @@ def fixed_view_shares(values, ring, dtype, receiver=2):
     values = np.asarray(values)
     word = ring.dtype
     comps = [None] * WORLD_SIZE
-    comps[receiver] = np.full(values.shape, 0x2545F491 % (1 << ring.bits), dtype=word)
-    comps[(receiver + 1) % WORLD_SIZE] = np.full(values.shape, 0x3A8F05C5 % (1 << ring.bits), dtype=word)
+    comps[receiver] = np.full(values.shape, constants[0] % (1 << ring.bits), dtype=word)
+    comps[(receiver + 1) % WORLD_SIZE] = np.full(values.shape, constants[1] % (1 << ring.bits), dtype=word)
     hidden = (receiver + 2) % WORLD_SIZE
     comps[hidden] = ring.encode(values) - comps[receiver] - comps[(receiver + 1) % WORLD_SIZE]
     return [AShare(ring, values.shape, dtype, np.stack([comps[r], comps[(r + 1) % 3]], -1)) for r in range(WORLD_SIZE)]
