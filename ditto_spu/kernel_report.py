@@ -187,13 +187,13 @@ def measure_divide(simulator, rng, *, rows: int, keys: int = 128, ring: RingSpec
     """The softmax's division: exp(x − max) over its row sum, the sum's range the one
     the compiler derives for ``keys`` entries."""
     from .kernels.divide import NAME, softmax_denominator_range
-    from .kernels.reduce_max import DEFAULT_RESOLUTION_BITS
+    from .kernels.reduce_max import max_slack
 
     scores = rng.normal(0.0, 4.0, (rows, keys))
     e = np.exp(np.maximum(scores - scores.max(axis=1, keepdims=True), -14.0))
     e[0] = 1.0  # the widest row: every entry at the max (sum = keys)
     total = e.sum(axis=1)
-    low, high = softmax_denominator_range(keys, DEFAULT_RESOLUTION_BITS)
+    low, high = softmax_denominator_range(keys, max_slack({}))
     params = {"low": low, "high": high, "broadcast_dims": [0]}
     y, steps = _run(simulator, NAME, ring, {"a": e, "b": total}, "float32", params, e.shape)
     exact = _quantized(e, ring) / _quantized(total, ring)[:, None]

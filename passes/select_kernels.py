@@ -44,7 +44,7 @@ bound the input to [cut-off, 0], the kernel's valid range.
 The softmax's division (every exp over its row's sum): a ``stablehlo.divide`` in FXP64
 whose divisor is a broadcast of ``sum_local`` over the exp kernel's result becomes
 ``divide_calibrated`` on the numerator and the un-broadcast sum. Such a sum lies in
-[0.5, 1.25·n] for n summed entries (:func:`ditto_spu.kernels.divide.softmax_denominator_range`),
+[0.5, 1.22·n] for n summed entries (at the max kernel's resolution) (:func:`ditto_spu.kernels.divide.softmax_denominator_range`),
 the range the kernel's few comparisons rely on; the broadcast goes when nothing else
 reads it.
 """
@@ -249,8 +249,9 @@ def _select_exps(graph: Graph) -> None:
         shift = _producer(graph, clamp.operands[0])
         shifted = shift is not None and shift.kernel == reduce_max.MAX_NAME and bool(shift.params.get("shift"))
         source = graph.values[cast.operands[0]]
+        slack = reduce_max.max_slack(shift.params) if shifted else 0.0
         if not graph.values[n.results[0]].is_float or not exp_taylor.selects(
-            n.ring, source_ring=source.ring, cutoff=clamp.params.get("constant"), shifted=shifted
+            n.ring, source_ring=source.ring, cutoff=clamp.params.get("constant"), shifted=shifted, slack=slack
         ):
             continue
         n.kind = "call"
@@ -286,8 +287,7 @@ def _select_divides(graph: Graph, mixed: bool) -> None:
         if shift is None or shift.kernel != reduce_max.MAX_NAME:
             continue
         entries = math.prod(graph.values[exp.results[0]].shape[d] for d in total.params["axes"])
-        resolution = int(shift.params.get("resolution_bits", reduce_max.DEFAULT_RESOLUTION_BITS))
-        value_range = divide.softmax_denominator_range(entries, resolution)
+        value_range = divide.softmax_denominator_range(entries, reduce_max.max_slack(shift.params))
         a, b = graph.values[a_vid], graph.values[sum_vid]
         if a.ring != n.ring or b.ring != n.ring or not graph.values[n.results[0]].is_float:
             continue

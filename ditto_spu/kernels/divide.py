@@ -13,7 +13,7 @@ a few comparisons with public thresholds in a reduced ring (:mod:`.normalize`). 
 softmax's denominator has such a range by construction: it is the sum over n entries of
 exp(x − m), where m, the max kernel's result, is one of the row's entries at most
 3·2^−r below the true max, so the largest entry contributes at least exp(0) and every
-entry at most exp(3·2^−r) (:func:`softmax_denominator_range`: [0.5, 1.25·n] for r ≥ 4,
+entry at most exp(3·2^−r) (:func:`softmax_denominator_range`: [0.5, 1.22·n] at r = 4,
 with room for the exp kernel's error). The compiler selects the kernel on that structure
 alone (:func:`passes.select_kernels._select_divides`); no calibration is needed.
 
@@ -69,12 +69,12 @@ ITERS = 2  # SPU's fxp_div_goldschmidt_iters default, which our runtimes keep
 INITIAL_GUESS = 2.9142  # SPU's w = 2.9142 − 2c on c ∈ [0.5, 1)
 
 
-def softmax_denominator_range(entries: int, resolution_bits: int) -> tuple:
-    """[low, high] of Σ exp(x − m) over ``entries`` terms when m is the max kernel's
-    result at ``resolution_bits`` (at most 3·2^−r below the true max, never above): the
-    top entry weighs ≥ exp(0) less the exp kernel's error (< 0.004), each ≤ exp(3·2^−r)."""
-    top = math.exp(3.0 * 2.0**-resolution_bits)
-    return 0.5, float(entries) * top * 1.01
+def softmax_denominator_range(entries: int, slack: float) -> tuple:
+    """[low, high] of Σ exp(x − m) over ``entries`` terms when m, the max kernel's result,
+    is at most ``slack`` (3·2^−r, :func:`.reduce_max.max_slack`) below the true max and
+    never above it: the top entry weighs ≥ exp(0) less the exp kernel's error (< 0.004),
+    each ≤ exp(slack)."""
+    return 0.5, float(entries) * math.exp(slack) * 1.01
 
 
 def factor_range(ring: RingSpec, low: float, high: float):

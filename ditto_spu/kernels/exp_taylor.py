@@ -23,10 +23,12 @@ Cost, all parties, per element: n·192 + 192 bits and 2n + 1 rounds (n = 5: 1,15
 11 rounds), plus 1 round and 48 bits (f ≤ F − n + 8) when f > F − n.
 
 Valid range: the product of a squaring must stay below 2^30 at scale 2^2F, i.e. |r_k| < 2,
-and the Taylor form only decreases while r_0 = 1 + x/2^n ≥ 0. So −2^n ≤ x ≤ 0 (every
-r_k in [0, 1]) — the compiler selects the kernel only where the program guarantees it
-(the cut-off clamp's constant ≥ −2^n on x − max(x)); checked mode opens x and raises
-RangeError outside it.
+and the Taylor form only decreases while r_0 = 1 + x/2^n ≥ 0. So −2^n ≤ x < ln 2; the
+kernel accepts x ≤ 1/2 (:data:`HIGHEST_VALID_INPUT`): x − max(x) exceeds 0 by up to
+3·2^−r when the max kernel returns an entry within its resolution below the true max
+(0.19 at r = 4), and there r_k ≤ e^(1/2) < 2. The compiler selects the kernel only where
+the program guarantees the range (the cut-off clamp's constant ≥ −2^n on x − max(x));
+checked mode opens x and raises RangeError outside it.
 
 Error against the semantics below: each truncation is within 1.5 ulps of the exact
 square and the model rounds to nearest, so a step differs by at most 2 ulps of 2^−F, and
@@ -59,6 +61,7 @@ from .rss import add_public_to_s0, open_for_check
 NAME = "exp_taylor_fxp32"
 ITERS = 5  # PUMA's and Ditto's fxp_exp_iters; the kernel's own constant, not SPU's config
 FRAC_BITS = 14  # r_k ≤ 1: r_k²·2^28 stays well inside FXP32's product limit 2^30
+HIGHEST_VALID_INPUT = 0.5  # above 0 by the max kernel's slack; r_k ≤ e^(1/2) < 2
 
 
 def lowest_valid_input(iters: int = ITERS) -> float:
@@ -67,12 +70,16 @@ def lowest_valid_input(iters: int = ITERS) -> float:
     return -(2.0**iters)
 
 
-def selects(ring: RingSpec | None, *, source_ring: RingSpec | None, cutoff: float | None, shifted: bool) -> bool:
+def selects(
+    ring: RingSpec | None, *, source_ring: RingSpec | None, cutoff: float | None, shifted: bool, slack: float = 0.0
+) -> bool:
     """Whether an exp runs as this kernel (the rule the compiler and the semantics share):
     an FXP64 exp of a value up-cast from FXP32 that is the cut-off clamp (constant
-    ``cutoff`` ≥ −2^n) of x − max(x) (``shifted``), so the input lies in [cutoff, 0]."""
+    ``cutoff`` ≥ −2^n) of x − max(x) (``shifted``), so the input lies in [cutoff, slack]
+    (``slack``: how far the max kernel's result may lie below the true max)."""
     return (
-        ring is not None
+        slack <= HIGHEST_VALID_INPUT
+        and ring is not None
         and ring.field == "FM64"
         and ring.frac_bits >= FRAC_BITS
         and source_ring is not None
@@ -96,7 +103,7 @@ def emulate(arith, x, scope: str):
 
 
 def exp_taylor_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
-    """[x] (FXP32, −2^n ≤ x ≤ 0) -> [exp_Taylor(x)] in FXP64[params['frac_bits']]."""
+    """[x] (FXP32, −2^n ≤ x ≤ 1/2) -> [exp_Taylor(x)] in FXP64[params['frac_bits']]."""
     if len(inputs) != 1:
         raise PlanError(f"{NAME} takes 1 input, got {len(inputs)}")
     (x,) = inputs
@@ -117,13 +124,13 @@ def exp_taylor_fxp32(ctx: PartyContext, inputs: list, params: dict) -> list:
 
 
 def _check_input(ctx: PartyContext, x: AShare) -> None:
-    """CHECKED MODE ONLY (reveals x to all parties): −2^n ≤ x ≤ 0."""
+    """CHECKED MODE ONLY (reveals x to all parties): −2^n ≤ x ≤ 1/2."""
     values = open_for_check(ctx, x).astype(np.float64) * 2.0**-x.ring.frac_bits
     low, high = float(np.min(values, initial=0.0)), float(np.max(values, initial=0.0))
-    if low < lowest_valid_input() or high > 0.0:
+    if low < lowest_valid_input() or high > HIGHEST_VALID_INPUT:
         raise RangeError(
             f"{NAME} on party {ctx.rank}: input in [{low:.6g}, {high:.6g}], but the kernel needs "
-            f"[{lowest_valid_input():g}, 0] (the softmax's x − max(x) after its cut-off); the program "
+            f"[{lowest_valid_input():g}, {HIGHEST_VALID_INPUT:g}] (the softmax's x − max(x) after its cut-off); the program "
             "that selected it does not guarantee that — this is a compiler bug, please report it"
         )
 

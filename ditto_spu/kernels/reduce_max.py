@@ -83,6 +83,12 @@ def selects(ring: RingSpec | None, *, bound: float | None, secret: bool, float_o
     return widths is not None and widths[1] < ring.bits
 
 
+def max_slack(params: dict) -> float:
+    """How far below the true max the max kernel's result may lie: 3·2^−r (r from its
+    params, default :data:`DEFAULT_RESOLUTION_BITS`). x − max then reaches up to this."""
+    return 3.0 * 2.0 ** -int(params.get("resolution_bits", DEFAULT_RESOLUTION_BITS))
+
+
 def check_bound(arith, x, bound: float, ring: RingSpec, scope: str, kernel: str) -> None:
     """The semantics' range check: |x| beyond the kernel's bound is recorded like a ring
     overflow (kind :func:`~ditto_spu.semantics.report.bound_kind`), so the emulator's

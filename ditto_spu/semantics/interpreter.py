@@ -450,7 +450,7 @@ class Interpreter:
         """The rule of :func:`passes.select_kernels._select_exps` on the jaxpr: exp of a
         convert of ``max(d, c)`` (the clamp kernel, literal c) where d = x − broadcast(
         reduce_max(x)) with that reduce_max run by the max kernel."""
-        from ..kernels import exp_taylor
+        from ..kernels import exp_taylor, reduce_max
 
         if not self.spu.kernels or self.spu.nonlinear != "spu":
             return False
@@ -479,7 +479,11 @@ class Interpreter:
                 and mx.outvars[0] in self._max_kernel_outs
             )
         return exp_taylor.selects(
-            ring, source_ring=self._var_rings.get(source), cutoff=float(np.asarray(literals[0])), shifted=shifted
+            ring,
+            source_ring=self._var_rings.get(source),
+            cutoff=float(np.asarray(literals[0])),
+            shifted=shifted,
+            slack=reduce_max.max_slack({}),
         )
 
     def _divide_kernel_range(self, eqn, invals, ring, producers):
@@ -498,7 +502,7 @@ class Interpreter:
             return None
         shape = total.invars[0].aval.shape
         entries = math.prod(shape[d] for d in total.params["axes"])
-        value_range = divide.softmax_denominator_range(entries, reduce_max.DEFAULT_RESOLUTION_BITS)
+        value_range = divide.softmax_denominator_range(entries, reduce_max.max_slack({}))
         ok = divide.selects(ring, value_range=value_range, mixed=self.mixed, secret=True, float_operand=invals[0].is_float)
         return value_range if ok else None
 
