@@ -32,7 +32,9 @@ Elementwise products (LayerNorm's, quad GeLU's square and coefficients, the atte
 scale): a ``stablehlo.multiply`` with a float result in a mixed-ring program whose
 operands are both secret, or one secret and one splat constant, becomes ``multiply``
 (:func:`ditto_spu.kernels.multiply.selects`): the same product and truncation semantics
-with a one-round deterministic truncation instead of SPU's multi-round one.
+with a one-round deterministic truncation instead of SPU's multi-round one. A
+``stablehlo.divide`` of a secret by a splat constant c (LayerNorm's means) becomes the
+same kernel with the constant 1/c: SPU's own division by a public constant.
 
 The softmax's exp (Ditto's mixed softmax: x − max and the cut-off in FXP32, exp in
 FXP64): a ``stablehlo.exponential`` in FXP64 whose operand is a cast of the cut-off
@@ -208,9 +210,15 @@ def from_non_float(graph: Graph, vid: int) -> bool:
 
 def _select_multiplies(graph: Graph, mixed: bool) -> None:
     """Elementwise products -> ``multiply`` (secret × secret, or secret × splat constant
-    with the constant in ``params``)."""
+    with the constant in ``params``); a division of a secret by a splat constant c is
+    the product with 1/c."""
     for n in graph.nodes:
-        if n.kind != "op" or n.const or n.op_name != "stablehlo.multiply" or n.ring is None:
+        if n.kind != "op" or n.const or n.ring is None:
+            continue
+        if n.op_name == "stablehlo.divide":
+            _select_division_by_constant(graph, n, mixed)
+            continue
+        if n.op_name != "stablehlo.multiply":
             continue
         result = graph.values[n.results[0]]
         secret = [v for v in n.operands if _computed(graph, v)]
@@ -232,6 +240,29 @@ def _select_multiplies(graph: Graph, mixed: bool) -> None:
         n.kernel = multiply.NAME
         n.params = {} if constant is None else {"constant": constant}
         n.operands = list(n.operands) if constant is None else secret
+
+
+def _select_division_by_constant(graph: Graph, n, mixed: bool) -> None:
+    x_vid, c_vid = n.operands
+    x, result = graph.values[x_vid], graph.values[n.results[0]]
+    if not _computed(graph, x_vid) or _computed(graph, c_vid) or x.ring != n.ring or from_non_float(graph, x_vid):
+        return
+    constant = _splat_constant(graph, c_vid)
+    if constant is None or constant == 0.0 or not math.isfinite(constant):
+        return
+    if not multiply.selects(
+        n.ring,
+        mixed=mixed,
+        elements=math.prod(result.shape),
+        secret_operands=1,
+        public_splat=True,
+        float_result=result.is_float,
+    ):
+        return
+    n.kind = "call"
+    n.kernel = multiply.NAME
+    n.params = {"constant": 1.0 / constant}
+    n.operands = [x_vid]
 
 
 def _select_exps(graph: Graph) -> None:

@@ -33,10 +33,14 @@ def test_compile_bert_block_segments_and_casts():
     program = compile(bert_block.block, *args)
     plan = program.plan
     rings = [str(s.ring) for s in plan.segments]
-    # the softmax's denominator and LayerNorm's two means run as local sums, LayerNorm's
-    # rsqrt as the calibrated kernel: each between two FXP64 segments
-    assert rings == ["FXP32[f=8]", "FXP64[f=18]", "FXP64[f=18]", "FXP32[f=8]"] + ["FXP64[f=18]"] * 4
-    assert [c.kernel for c in plan.kernel_calls] == ["sum_local"] * 3 + ["rsqrt_calibrated"]
+    # the softmax's denominator and LayerNorm's two sums run as local sums, the attention
+    # scale and LayerNorm's two divisions by 16 as products with a public constant,
+    # LayerNorm's rsqrt as the calibrated kernel: each between two segments
+    assert rings == ["FXP32[f=8]", "FXP64[f=18]", "FXP64[f=18]", "FXP32[f=8]"] + ["FXP64[f=18]"] * 6
+    assert [(c.kernel, c.params.get("constant")) for c in plan.kernel_calls] == [
+        ("multiply", 0.25), ("sum_local", None), ("sum_local", None), ("multiply", 1 / 16), ("sum_local", None),
+        ("multiply", 1 / 16), ("rsqrt_calibrated", None),
+    ]
     pairs = [(str(k.src_ring), str(k.dst_ring)) for k in plan.kernel_steps]
     assert pairs.count(("FXP32[f=8]", "FXP64[f=18]")) == 2  # scores up, dense output up
     assert pairs.count(("FXP64[f=18]", "FXP32[f=8]")) == 6  # x, 4 weights, probabilities
@@ -102,7 +106,8 @@ def test_scope_override_changes_fraction_bits_end_to_end():
     fn = sim_jax(f, policy)
     out = fn(x)
     plan = fn.last_program.plan
-    assert FXP32(12) in plan.rings and FXP32(8) in plan.rings
+    rings = {v.ring for v in plan.variables.values()}  # layer/0's product is a kernel call, not a segment
+    assert FXP32(12) in rings and FXP32(8) in rings
     np.testing.assert_allclose(out, (x * 0.25) ** 2, atol=2 * 2.0**-8)
 
 
@@ -182,7 +187,7 @@ def test_cli_compile_function_and_mlir(capsys, tmp_path):
     )
     assert args.func(args) == 0
     text = capsys.readouterr().out
-    assert "== annotated IR ==" in text and "8 segments, 8 casts" in text
+    assert "== annotated IR ==" in text and "10 segments, 8 casts" in text
     assert "FXP32[f=8] -> FXP64[f=18]" in text and "bits" in text
     assert plan_path.exists()
     args = parser.parse_args(["compile", str(ROOT / "tests/data/hlo/mixed_chain.mlir"), "--json", "--no-spu"])
@@ -190,7 +195,8 @@ def test_cli_compile_function_and_mlir(capsys, tmp_path):
     import json
 
     summary = json.loads(capsys.readouterr().out)
-    assert [s["ring"] for s in summary["segments"]] == ["FXP32[f=8]", "FXP64[f=18]"]
+    # the FXP32 part, 2.0·x, is the multiply kernel: one FXP64 segment remains
+    assert [s["ring"] for s in summary["segments"]] == ["FXP64[f=18]"]
     assert len(summary["casts"]) == 2
 
 

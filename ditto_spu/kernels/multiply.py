@@ -27,9 +27,13 @@ training. Valid while |x·y·2^(2f)| < 2^(l−2) − 2^(f−1) (SPU's safe range
 opens the operands and raises :class:`~ditto_spu.errors.RangeError` beyond it.
 
 Selected (:func:`selects`, the rule compiler and semantics share) in mixed-ring programs
-for float products with at least ``DEFAULT_MIN_ELEMENTS`` elements whose operands are
-both secret, or one secret and one public splat (a scalar in the jaxpr, a broadcast
-constant in StableHLO); the single-ring baselines keep SPU's multiply.
+for float products of two secrets with at least ``DEFAULT_MIN_ELEMENTS`` elements, and
+for every product of a secret and a public splat (a scalar in the jaxpr, a broadcast
+constant in StableHLO) whatever its size — one round where SPU's truncation takes
+several, so even LayerNorm's 128 means are worth it. A division by a splat constant c
+is such a product: x·(1/c), with 1/c encoded toward zero as SPU encodes it
+(:meth:`~ditto_spu.semantics.fxp.Fxp.divide_by_public`). The single-ring baselines keep
+SPU's multiply.
 
 Security: the reshare's message from party i to party i−1 is its term masked by the pad
 it shares with party i+1, which the receiver does not know (uniform from its view); c·x
@@ -69,9 +73,8 @@ def selects(
         ring is not None
         and mixed
         and float_result
-        and elements >= min_elements
         and 2 * ring.frac_bits <= ring.bits - 4
-        and (secret_operands == 2 or (secret_operands == 1 and public_splat))
+        and ((secret_operands == 2 and elements >= min_elements) or (secret_operands == 1 and public_splat))
     )
 
 

@@ -28,7 +28,9 @@ Intercepted classes and what changes:
 nn.Dense, FlaxConv1D          input, kernel, bias cast to ``low``; output ``low``
 nn.Embed                      one-hot(ids) × table in ``low``; the word embedding
                               takes the client's one-hot matrix when one is given
-nn.LayerNorm                  input cast to ``high``; output ``high``
+nn.LayerNorm                  input cast to ``high``; output ``high``; in mixed-ring
+                              modes the two-pass variance (flax's
+                              ``use_fast_variance=False``)
 FlaxBertLayer, FlaxGPT2Block  residual-stream input cast to ``high`` (so residual
                               adds run in ``high``)
 FlaxBertSelfAttention,        Q/K/V via the intercepted projections; scores and
@@ -194,7 +196,34 @@ def _embed(ic: ModeInterceptor, m: nn.Embed, next_fun, ids):
 
 
 def _layer_norm(ic: ModeInterceptor, m: nn.LayerNorm, next_fun, x, *args, **kwargs):
-    return next_fun(x.astype(ic.high), *args, **kwargs).astype(ic.high)
+    x = x.astype(ic.high)
+    initialising = m.use_scale and m.get_variable("params", "scale") is None
+    if not ic.mode.dtypes.mixed or args or kwargs or initialising or not _plain_layer_norm(m):
+        return next_fun(x, *args, **kwargs).astype(ic.high)
+    # flax's LayerNorm with use_fast_variance=False (the two-pass variance, non-negative by
+    # construction): under MPC it needs no clip to 0 (a full-ring comparison) and no
+    # separate square of the mean, and it is the more accurate form in fixed point.
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    y = x - mean
+    var = jnp.mean(y * y, axis=-1, keepdims=True)
+    mul = lax.rsqrt(var + m.epsilon)
+    if m.use_scale:
+        mul = mul * m.get_variable("params", "scale").astype(ic.high)
+    y = y * mul
+    if m.use_bias:
+        y = y + m.get_variable("params", "bias").astype(ic.high)
+    return y.astype(ic.high)
+
+
+def _plain_layer_norm(m: nn.LayerNorm) -> bool:
+    """A LayerNorm over the last axis with no cross-device or masked statistics — what
+    BERT's and GPT-2's are (the rewrite covers that case only)."""
+    return (
+        m.reduction_axes in (-1, (-1,))
+        and m.feature_axes in (-1, (-1,))
+        and m.axis_name is None
+        and m.use_fast_variance
+    )
 
 
 def _residual_block(ic: ModeInterceptor, m, next_fun, hidden_states, *args, **kwargs):

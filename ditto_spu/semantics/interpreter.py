@@ -215,6 +215,7 @@ class Interpreter:
         self._var_rings: dict = {}  # jaxpr var -> ring of its value (kernel selection rules)
         self._max_kernel_outs: set = set()  # vars computed by the max / clamp kernels
         self._exp_kernel_outs: set = set()  # vars computed by the softmax exp kernel
+        self._region_depth = 0  # > 0 inside a loop or cond body, where SPU runs every op
         self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
         self._ring_cache: dict = {}
         self.mixed = False  # the program has FXP32 values (set by run)
@@ -365,11 +366,16 @@ class Interpreter:
             return [F.q(o) if is_float(o.dtype) else o for o in self._bind(eqn, xs)]
         return self._bind(eqn, xs)
 
+    def _kernels_on(self) -> bool:
+        """Whether ops here may run as our kernels: kernels are on, and the op is not in a
+        loop or cond body (the compiler leaves those regions to SPU whole)."""
+        return self.spu.kernels and self._region_depth == 0
+
     def _max_kernel(self, eqn, prim, xs, invals, ring, scope) -> None:
         """A max the compiler hands to a reduced-ring kernel (the rule of
         :func:`ditto_spu.kernels.reduce_max.selects`): its result is the exact max, as
         computed by the caller; here its bound is checked and the call recorded."""
-        if not self.spu.kernels or ring is None or ring.field != "FM32":
+        if not self._kernels_on() or ring is None or ring.field != "FM32":
             return
         from ..kernels import reduce_max
 
@@ -396,7 +402,7 @@ class Interpreter:
         sum (computed by the caller); only the call is recorded."""
         from ..kernels import local_sum
 
-        if self.spu.kernels and local_sum.selects(
+        if self._kernels_on() and local_sum.selects(
             ring, mixed=self.mixed, secret=not invals[0].const, float_operand=invals[0].is_float
         ):
             self.kernel_calls.append((scope, local_sum.NAME))
@@ -423,7 +429,7 @@ class Interpreter:
             y = abs(int(eqn.params["y"]))
             secret, splat = 2, False
             count = max(y.bit_length() - 1, 0) + max(bin(y).count("1") - 1, 0)
-        if self.spu.kernels and multiply.selects(
+        if self._kernels_on() and multiply.selects(
             ring,
             mixed=self.mixed,
             elements=math.prod(out.shape),
@@ -433,13 +439,31 @@ class Interpreter:
         ):
             self.kernel_calls.extend([(scope, multiply.NAME)] * count)
 
+    def _divide_by_constant_kernel(self, eqn, invals, ring, scope, producers) -> None:
+        """The rule of :func:`passes.select_kernels._select_division_by_constant`: a secret
+        divided by a scalar constant runs as the multiply kernel (the same semantics)."""
+        from ..kernels import multiply
+
+        if invals[0].const or _from_non_float(eqn.invars[0], producers) or jnp.ndim(invals[1].x) != 0:
+            return
+        out = eqn.outvars[0].aval
+        if self._kernels_on() and multiply.selects(
+            ring,
+            mixed=self.mixed,
+            elements=math.prod(out.shape),
+            secret_operands=1,
+            public_splat=True,
+            float_result=is_float(out.dtype),
+        ):
+            self.kernel_calls.append((scope, multiply.NAME))
+
     def _rsqrt_kernel(self, xs, invals, ring, scope) -> None:
         """An rsqrt the compiler hands to :mod:`ditto_spu.kernels.rsqrt`: it computes SPU's
         algorithm (the model below), so only its range is checked and the call recorded."""
         from ..kernels import rsqrt
 
         value_range = getattr(self.policy, "rsqrt_range", None)
-        if not self.spu.kernels or not rsqrt.selects(
+        if not self._kernels_on() or not rsqrt.selects(
             ring, value_range=value_range, mixed=self.mixed, secret=not invals[0].const, float_operand=invals[0].is_float
         ):
             return
@@ -452,7 +476,7 @@ class Interpreter:
         reduce_max(x)) with that reduce_max run by the max kernel."""
         from ..kernels import exp_taylor, reduce_max
 
-        if not self.spu.kernels or self.spu.nonlinear != "spu":
+        if not self._kernels_on() or self.spu.nonlinear != "spu":
             return False
         conv = producers.get(eqn.invars[0])
         if conv is None or conv.primitive.name != "convert_element_type":
@@ -493,7 +517,7 @@ class Interpreter:
         None."""
         from ..kernels import divide, reduce_max
 
-        if not self.spu.kernels or invals[0].const or invals[1].const:
+        if not self._kernels_on() or invals[0].const or invals[1].const:
             return None
         total = producers.get(eqn.invars[1])
         while total is not None and total.primitive.name in ("broadcast_in_dim", "reshape"):
@@ -507,7 +531,7 @@ class Interpreter:
         return value_range if ok else None
 
     def _kernel_selected(self, eqn, invals, ring) -> bool:
-        if not self.spu.kernels:
+        if not self._kernels_on():
             return False
         from ..kernels import matmul
 
@@ -545,7 +569,9 @@ class Interpreter:
             return F.q(a / b)
         if invals[1].const:
             # Public divisor c (as encoded in the ring): SPU multiplies by 1/c, itself
-            # encoded toward zero, and truncates.
+            # encoded toward zero, and truncates — and so does the multiply kernel the
+            # compiler hands a division by a splat constant to.
+            self._divide_by_constant_kernel(eqn, invals, ring, scope, producers)
             self.arith.check_range(scope, ring, "product", a / b)
             return F.divide_by_public(a, b)
         bvar = eqn.invars[1]
@@ -571,6 +597,7 @@ class Interpreter:
     def _control_flow(self, eqn, prim, xs, invals, ring, scope):
         outer = self._forced
         self._forced = ring if ring is not None else outer
+        self._region_depth += 1
         try:
             vals = [Val(x, ring if v.is_float else None, False, v.is_float) for x, v in zip(xs, invals)]
             if prim == "cond":
@@ -581,6 +608,7 @@ class Interpreter:
                 outs = self._while(eqn, vals, scope)
         finally:
             self._forced = outer
+            self._region_depth -= 1
         return outs
 
     def _region_prefix(self, scope):

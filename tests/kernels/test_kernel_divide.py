@@ -59,7 +59,10 @@ def test_matches_spus_algorithm_over_the_softmax_range():
     got, stats = _run(a, b)
     model = _spu_model(a, b)
     ulps = np.abs(got - model) * 2**18
-    assert ulps.max() <= 4, ulps.max()  # the same algorithm; truncations differ by ulps
+    # the same algorithm; each of its seven truncations is within 1.5 ulps where the model
+    # rounds to nearest, and a difference in r reaches the output times a ≤ 1.2
+    assert ulps.max() <= 8, ulps.max()
+    assert ulps.mean() < 1.0, ulps.mean()
     exact = a / b[:, None]
     assert np.abs(got - exact).max() < 1e-4
     assert max(s.rounds for s in stats) == rounds(RING, LOW, HIGH) == 20

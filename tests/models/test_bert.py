@@ -190,3 +190,30 @@ def test_masked_positions_do_not_matter(bert, batch):
 
 def test_mask_bias_constant_is_the_one_in_approx():
     assert approx.MASK_BIAS == -1024.0
+
+
+def test_mixed_modes_take_the_two_pass_layernorm():
+    """In a mixed-ring mode a LayerNorm is flax's own with use_fast_variance=False (no
+    clip of a negative variance: a full-ring comparison under MPC); the single-ring
+    baselines keep the model's (fast-variance) LayerNorm."""
+    import flax.linen as nn
+
+    from ditto_spu.models.intercept import ModeInterceptor
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(3.0, 2.0, (2, 5, 32)), jnp.float32)
+    ln = nn.LayerNorm(epsilon=1e-12)
+    params = {"params": {"scale": jnp.asarray(rng.normal(1, 0.1, 32), jnp.float32),
+                         "bias": jnp.asarray(rng.normal(0, 0.1, 32), jnp.float32)}}
+    two_pass = nn.LayerNorm(epsilon=1e-12, use_fast_variance=False).apply(params, x)
+
+    def under(mode):
+        def f(p, v):
+            with nn.intercept_methods(ModeInterceptor(load_mode(mode))):
+                return ln.apply(p, v)
+        return f
+
+    got = under("ditto")(params, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(two_pass), rtol=1e-6, atol=1e-6)
+    ops = lambda mode: jax.make_jaxpr(under(mode))(params, x).pretty_print()  # noqa: E731
+    assert " max " not in ops("ditto") and " max " in ops("puma")
