@@ -28,6 +28,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check ditto_spu passes tests benchmarks examples
+	$(PY) -m mypy
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -99,7 +99,6 @@ def _cmd_infer(args) -> int:
     from rich.markup import escape
 
     from .infer import secure_inference
-
     from .models.saved import model_directory, read_run_settings
 
     # a distilled student runs in the mode and policy it was trained for, against its teacher

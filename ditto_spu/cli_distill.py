@@ -179,8 +179,8 @@ def cmd_distill(args) -> int:
 
     from .distill.student import tokenizer_for
     from .distill.trainer import DistillConfig, Distiller, save_student, summarize
-    from .models.saved import write_run_settings
     from .metrics import cosine_similarity
+    from .models.saved import write_run_settings
 
     data = _parse_data(args.data)
     model = _load_teacher(args.teacher, data, args.seed)

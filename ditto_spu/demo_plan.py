@@ -10,7 +10,6 @@ from .plan import InputBinding, KernelStep, OutputBinding, Plan, VarInfo
 from .rings import FXP32, FXP64, RingSpec
 from .segments import segment_from_jax
 
-
 _LOW, _HIGH = FXP32(10), FXP64(18)
 
 

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from .errors import DittoError
-from .metrics import relative_l2
+from .metrics import cosine_similarity, relative_l2
 
 
 @dataclasses.dataclass
@@ -64,9 +64,9 @@ class InferenceResult:
 
 
 def cosine(a, b) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
+    """Cosine similarity of two arrays taken whole (flattened): :func:`.metrics.cosine_similarity`
+    of one row each."""
+    return float(cosine_similarity(np.ravel(a)[None], np.ravel(b)[None])[0])
 
 
 def check_seq_len(model, seq_len) -> None:
@@ -188,7 +188,6 @@ def secure_inference(
     cos_emulation = rel_emulation = None
     if emulate:
         from .quant import emulate as emulate_fn
-
         from .quant import raise_on_overflow
 
         emulated = emulate_fn(fwd, policy)

@@ -264,7 +264,7 @@ def _info_from(obj) -> VarInfo:
 
 
 def _plan_to_obj(plan: Plan) -> dict:
-    steps = []
+    steps: list[dict] = []
     for s in plan.steps:
         if isinstance(s, Segment):
             steps.append(
@@ -320,7 +320,7 @@ def _plan_from_obj(obj) -> Plan:
             f"unsupported plan format {obj.get('format') if isinstance(obj, dict) else obj!r}; "
             f"this ditto-spu reads format {PLAN_FORMAT_VERSION}"
         )
-    steps = []
+    steps: list[Step] = []
     for s in obj["steps"]:
         if s["type"] == "segment":
             steps.append(

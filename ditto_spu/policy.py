@@ -84,7 +84,7 @@ class Override:
         return None
 
     def to_obj(self) -> dict:
-        obj = {"scope": self.scope, **{d: str(r) for d, r in self.rings}}
+        obj: dict = {"scope": self.scope, **{d: str(r) for d, r in self.rings}}
         if self.comparison_bound is not None:
             obj["comparison_bound"] = self.comparison_bound
         return obj

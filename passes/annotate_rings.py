@@ -25,7 +25,7 @@ from ditto_spu.policy import Policy, load_policy
 from ditto_spu.semantics.rules import argument_ring, op_ring
 
 from .graph import Graph, is_float
-from .parse import _walk_ops, _tensor_info
+from .parse import _tensor_info, _walk_ops
 
 
 def annotate_rings(graph: Graph, policy: Policy | None = None) -> Graph:

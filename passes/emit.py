@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ditto_spu.plan import InputBinding, KernelCall, KernelStep, OutputBinding, Plan, Segment, VarInfo
+from ditto_spu.plan import InputBinding, KernelCall, KernelStep, OutputBinding, Plan, Segment, Step, VarInfo
 
 from .graph import CompileError, Graph, parse_location
 from .parse import _walk_ops
@@ -151,7 +151,9 @@ def segment_module(graph: Graph, part: SegmentPart):
         in_types = [ir.Type.parse(_spu_type_str(values[v])) for v in part.inputs]
         out_types = [ir.Type.parse(_spu_type_str(values[v])) for v in part.outputs]
         with ir.InsertionPoint(module.body):
-            fn = func.FuncOp("main", (in_types, out_types), visibility="public")
+            # jaxlib's FuncOp wrapper takes visibility= (its generated base, which the type
+            # stubs describe, calls it sym_visibility)
+            fn = func.FuncOp("main", (in_types, out_types), visibility="public")  # type: ignore[call-arg]
             block = fn.add_entry_block()
         mapping = {vid: block.arguments[i] for i, vid in enumerate(part.inputs)}
         ip = ir.InsertionPoint(block)
@@ -223,7 +225,7 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
     for vid in graph.args:
         variables[names[vid]] = info(vid)
         inputs.append(InputBinding(names[vid], info(vid)))
-    steps = []
+    steps: list[Step] = []
     seg_count = cast_count = call_count = 0
     for part in parts:
         if isinstance(part, SegmentPart):
@@ -238,8 +240,8 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
                     f"seg{seg_count}" + (f"_{part.label}" if part.label else ""),
                     part.ring,
                     code,
-                    [names[v] for v in part.inputs],
-                    [names[v] for v in part.outputs],
+                    tuple(names[v] for v in part.inputs),
+                    tuple(names[v] for v in part.outputs),
                     text,
                 )
             )
@@ -252,8 +254,8 @@ def emit(graph: Graph, parts: list, *, compile: bool = True, copts=None) -> Emit
                 KernelCall(
                     f"{part.kernel}{call_count}",
                     part.kernel,
-                    [names[v] for v in part.inputs],
-                    [names[v] for v in part.outputs],
+                    tuple(names[v] for v in part.inputs),
+                    tuple(names[v] for v in part.outputs),
                     part.ring,
                     part.params,
                     tuple(input_rings) if any(r != part.ring for r in input_rings) else (),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 from ditto_spu.errors import DittoError
 from ditto_spu.rings import RingSpec
@@ -169,7 +170,7 @@ class Node:
 class Graph:
     """A flat StableHLO function as a dataflow graph (see the module docstring)."""
 
-    context: object  # ir.Context the ops live in
+    context: Any  # ir.Context the ops live in
     module: object  # ir.Module (kept alive: nodes point into it)
     values: list
     nodes: list

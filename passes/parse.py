@@ -17,7 +17,7 @@ the policy's per-scope overrides match.
 
 from __future__ import annotations
 
-from .graph import CompileError, Graph, Node, Value, parse_location, dtype_name
+from .graph import CompileError, Graph, Node, Value, dtype_name, parse_location
 
 # Ops with effects or host interaction: they have no meaning in a secure computation.
 UNSUPPORTED_OPS = {

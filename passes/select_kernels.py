@@ -56,7 +56,9 @@ from __future__ import annotations
 import math
 
 from ditto_spu.kernels import divide, exp_taylor, local_sum, multiply, reduce_max, rsqrt
-from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS, NAME as MATMUL_FXP32, selects as matmul_fxp32_selects
+from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS
+from ditto_spu.kernels.matmul import NAME as MATMUL_FXP32
+from ditto_spu.kernels.matmul import selects as matmul_fxp32_selects
 
 from .graph import Graph
 
@@ -64,7 +66,8 @@ from .graph import Graph
 def _dot_dims(node) -> dict:
     from jaxlib.mlir.dialects import stablehlo
 
-    dims = stablehlo.DotDimensionNumbers(node.op.attributes["dot_dimension_numbers"])
+    # DotDimensionNumbers exists at run time but not in jaxlib's type stubs
+    dims = stablehlo.DotDimensionNumbers(node.op.attributes["dot_dimension_numbers"])  # type: ignore[attr-defined]
     return {
         "lhs_batch": list(dims.lhs_batching_dimensions),
         "rhs_batch": list(dims.rhs_batching_dimensions),
@@ -166,6 +169,7 @@ def _select_rsqrt(graph: Graph, policy, mixed: bool) -> None:
             n.ring, value_range=value_range, mixed=mixed, secret=_computed(graph, x.id), float_operand=x.is_float
         ):
             continue
+        assert value_range is not None  # rsqrt.selects needs one
         n.kind = "call"
         n.kernel = rsqrt.NAME
         n.params = {"low": value_range[0], "high": value_range[1]}

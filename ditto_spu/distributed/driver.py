@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from multiprocessing.connection import Client, wait
 
-
 from ..errors import DittoError, PartyError
 from ..plan import Plan
 from ..shares import reconstruct

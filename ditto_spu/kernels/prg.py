@@ -135,7 +135,7 @@ class PairwisePRG:
     @staticmethod
     def _draw(key: int, call_index: int, shape, dtype) -> np.ndarray:
         dtype = _check_integer_dtype(dtype)
-        shape = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
+        shape = tuple(int(d) for d in np.atleast_1d(np.asarray(shape, dtype=np.int64)))
         count = int(np.prod(shape, dtype=np.int64))
         raw = _philox_bytes(key, call_index, count * dtype.itemsize)
         return raw.view(dtype).reshape(shape)

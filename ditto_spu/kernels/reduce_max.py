@@ -51,11 +51,21 @@ import numpy as np
 
 from ..errors import PlanError, RangeError
 from ..rings import RingSpec
+from ..semantics.report import bound_kind
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
-from .compare import BoolShare, and_gates, bit_injection, comparison_width, msb, msb_rounds, multiply_sum, not_gate, reduce_components
+from .compare import (
+    BoolShare,
+    and_gates,
+    bit_injection,
+    comparison_width,
+    msb,
+    msb_rounds,
+    multiply_sum,
+    not_gate,
+    reduce_components,
+)
 from .rss import add_public_to_s0, open_for_check
-from ..semantics.report import bound_kind
 
 MAX_NAME = "max_reduced_ring"
 CLAMP_NAME = "clamp_reduced_ring"

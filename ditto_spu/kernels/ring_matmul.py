@@ -265,13 +265,14 @@ def _dot_general(lhs: np.ndarray, rhs: np.ndarray, dims) -> np.ndarray:
     else:
         pieces, j = best
         step = -(-sizes[j] // pieces)
-    out = None
+    out: np.ndarray | None = None
     for start in range(0, sizes[j], step):
         part = _dot_general(_slice(lhs, lc[j], start, step), _slice(rhs, rc[j], start, step), dims)
         if out is None:
             out = part
         else:
             out += part
+    assert out is not None  # sizes[j] > 0
     return out
 
 

@@ -43,12 +43,12 @@ import numpy as np
 
 from ..errors import PlanError, RangeError
 from ..rings import RingSpec
+from ..semantics.report import range_kind
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
 from .compare import multiply_sum
 from .normalize import exponent_bits, exponent_range, exponent_rounds, linear_in_bits, truncate
 from .rss import add_public_to_s0, open_for_check
-from ..semantics.report import range_kind
 
 NAME = "rsqrt_calibrated"
 DEFAULT_RANGE = (2.0**-12, 2.0**16)

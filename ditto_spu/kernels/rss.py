@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RangeError
-from ..shares import AShare, is_fixed_point
 from ..rings import RingSpec
+from ..shares import AShare, is_fixed_point
 
 WORLD_SIZE = 3
 

@@ -67,7 +67,11 @@ def _check_input_range(kernel, ctx, share: AShare, dst: RingSpec, right_shift: i
 
 
 class _UpcastBase:
+    name: str
     rounds = 1
+
+    def applies(self, src: RingSpec, dst: RingSpec) -> bool:
+        raise NotImplementedError
 
     def emulate(self, x, src, dst, round_nearest):
         """Semantics: :func:`~.base.round_to_destination` (centred error, mean = nearest)."""

@@ -41,7 +41,7 @@ import numpy as np
 from .ot import ot_roles, shared_choice_ot
 from .rss import add_public_to_s0, shift_left, shift_right
 
-UINT = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
+UINT: dict[int, np.dtype] = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
 
 
 def word_bits_for(dst_bits: int, multiplier_log2: int) -> int:

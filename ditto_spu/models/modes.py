@@ -23,8 +23,6 @@ JSON layout (configs/modes/ditto.json)::
 
 from __future__ import annotations
 
-from ..errors import DittoError
-
 import dataclasses
 import json
 from pathlib import Path
@@ -34,6 +32,7 @@ import jax.numpy as jnp
 
 from ..approx import GELUS, SOFTMAXES
 from ..configs_dir import configs_dir
+from ..errors import DittoError
 
 #: Where the named modes live: <repo>/configs/modes/<name>.json.
 MODES_DIR = configs_dir() / "modes"

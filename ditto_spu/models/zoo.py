@@ -23,13 +23,13 @@ Nothing here downloads: ``HF_HUB_OFFLINE=1`` is set before transformers loads an
 
 from __future__ import annotations
 
-from ..errors import DittoError
-
 import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Optional
+
+from ..errors import DittoError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -9,6 +9,7 @@
 * :func:`check` - flags inputs that overflow a policy's rings.
 """
 
+from ..semantics.report import KINDS, RangeReport, Record, layer_of, limit_of
 from .calibrate import CalibrationError, CalibrationResult, calibrate, calibrate_detailed, check, max_frac_bits
 from .emulator import (
     EmulatedFunction,
@@ -18,7 +19,6 @@ from .emulator import (
     emulate,
     raise_on_overflow,
 )
-from ..semantics.report import KINDS, RangeReport, Record, layer_of, limit_of
 
 __all__ = [
     "KINDS",

@@ -27,8 +27,8 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 from ..errors import DittoError
 from ..policy import Policy, load_policy
-from .emulator import EmulatorOptions, emulate, raise_on_overflow
 from ..semantics.report import RangeReport, Record, is_kernel_limit, layer_of
+from .emulator import EmulatorOptions, emulate, raise_on_overflow
 
 
 class CalibrationError(DittoError):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from ditto_spu.data import GlueFormatError, glue_task, load_glue, read_glue_tsv
-from ditto_spu.distill.student import HashTokenizer
 from ditto_spu.data.glue import encode_examples
+from ditto_spu.distill.student import HashTokenizer
 
 GLUE = Path(__file__).resolve().parents[1] / "data" / "glue"
 

@@ -186,8 +186,8 @@ def test_cli_distill_then_eval(tmp_path, capsys):
 
 
 def test_quad_gelu_refit_shrinks_the_ffn_gap(tiny, data):
-    from ditto_spu.distill.init import quad_gelu_refit, quadratic_coefficients
     from ditto_spu.approx import gelu_quad
+    from ditto_spu.distill.init import quad_gelu_refit, quadratic_coefficients
 
     assert quadratic_coefficients(gelu_quad) == pytest.approx((0.125, 0.25, 0.5))
     _, report = quad_gelu_refit(tiny, tiny.params, data[0])

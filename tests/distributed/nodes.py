@@ -8,7 +8,8 @@ import os
 import subprocess
 import time
 
-from ditto_spu.distributed.local import LocalNodes as Nodes, free_ports  # noqa: F401  (re-exported for the tests)
+from ditto_spu.distributed.local import LocalNodes as Nodes  # noqa: F401  (re-exported for the tests)
+from ditto_spu.distributed.local import free_ports
 
 
 def write_config(tmp_path, *, recv_timeout_ms=20000, **extra) -> str:

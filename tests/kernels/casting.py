@@ -7,11 +7,11 @@ float64 cannot represent every FXP64 element.
 from __future__ import annotations
 
 import numpy as np
+from threeparty import run_three_parties
 
 from ditto_spu.kernels.base import CommStats, PartyContext, run_cast
 from ditto_spu.rings import RingSpec
 from ditto_spu.shares import AShare, reconstruct_elements, share_ring_elements
-from threeparty import run_three_parties
 
 
 def share_scaled(scaled, ring: RingSpec, dtype: str = "float32", seed: int = 0) -> list:

@@ -3,13 +3,6 @@
 import jax
 import numpy as np
 import pytest
-
-from ditto_spu.errors import PlanError, RangeError
-from ditto_spu.kernels.divide import divide_calibrated, factor_range, rounds, selects, softmax_denominator_range
-from ditto_spu.kernels.prg import PairwisePRG
-from ditto_spu.rings import FXP32, FXP64
-from ditto_spu.semantics.fxp import Fxp
-from ditto_spu.shares import reconstruct, share_values
 from threeparty import (
     PadDouble,
     assert_views_alike,
@@ -20,6 +13,13 @@ from threeparty import (
     without_bit_pad,
     zero_pads,
 )
+
+from ditto_spu.errors import PlanError, RangeError
+from ditto_spu.kernels.divide import divide_calibrated, factor_range, rounds, selects, softmax_denominator_range
+from ditto_spu.kernels.prg import PairwisePRG
+from ditto_spu.rings import FXP32, FXP64
+from ditto_spu.semantics.fxp import Fxp
+from ditto_spu.shares import reconstruct, share_values
 
 RING = FXP64(18)
 KEYS = 128

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from casting import (
     assert_same_shape_and_ring,
     boundary_and_random,
@@ -14,6 +12,9 @@ from casting import (
     share_scaled,
     total_comm,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ditto_spu.errors import RangeError
 from ditto_spu.kernels.base import find_cast_kernel
 from ditto_spu.kernels.downcast import downcast_fxp64_to_fxp32 as kernel

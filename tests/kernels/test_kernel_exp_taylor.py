@@ -6,6 +6,16 @@ import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from threeparty import (
+    PadDouble,
+    assert_views_alike,
+    fixed_view_shares,
+    pads_from_stream_of,
+    received_messages,
+    reshare_from_party_0_view,
+    run_three_parties,
+    zero_pads,
+)
 
 from ditto_spu.errors import PlanError, RangeError
 from ditto_spu.kernels.exp_taylor import FRAC_BITS, ITERS, emulate, exp_taylor_fxp32, lowest_valid_input, selects
@@ -13,7 +23,6 @@ from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.semantics.arith import CheckedArithmetic
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import assert_views_alike, pads_from_stream_of, reshare_from_party_0_view, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
 
 PARAMS = {"frac_bits": 18}
 

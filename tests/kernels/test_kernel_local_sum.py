@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from threeparty import run_three_parties
 
 from ditto_spu.errors import PlanError
 from ditto_spu.kernels.local_sum import selects, sum_local
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import run_three_parties
 
 
 def _run(x, ring, params):

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 from scipy.stats import ks_2samp
+from threeparty import RecordingLink, run_three_parties
 
 from ditto_spu.kernels import ring_matmul
 from ditto_spu.kernels.matmul import matmul_fxp32
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import RecordingLink, run_three_parties
 
 MATMUL = {"lhs_batch": [], "rhs_batch": [], "lhs_contract": [1], "rhs_contract": [0]}
 ATTENTION = {"lhs_batch": [0, 1], "rhs_batch": [0, 1], "lhs_contract": [3], "rhs_contract": [3]}

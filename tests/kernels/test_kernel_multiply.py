@@ -3,13 +3,22 @@ checks, selection, and what a receiving party sees."""
 
 import numpy as np
 import pytest
+from threeparty import (
+    PadDouble,
+    assert_views_alike,
+    fixed_view_shares,
+    pads_from_stream_of,
+    received_messages,
+    reshare_from_party_0_view,
+    run_three_parties,
+    zero_pads,
+)
 
 from ditto_spu.errors import PlanError, RangeError
 from ditto_spu.kernels.multiply import encode_constant, multiply, selects
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import assert_views_alike, pads_from_stream_of, reshare_from_party_0_view, PadDouble, fixed_view_shares, received_messages, run_three_parties, zero_pads
 
 
 def _run(inputs_per_party, params=None, checked=False):

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from threeparty import run_three_parties
 
 from ditto_spu.kernels.prg import PairwisePRG
-from threeparty import run_three_parties
 
 PAIRS = [(0, 1), (1, 2), (2, 0)]
 

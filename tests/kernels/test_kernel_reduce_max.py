@@ -5,6 +5,16 @@ Values, costs (message depth and bytes), range checks, and what a receiving part
 
 import numpy as np
 import pytest
+from threeparty import (
+    PadDouble,
+    assert_views_alike,
+    fixed_view_shares,
+    pads_from_stream_of,
+    received_messages,
+    run_three_parties,
+    without_bit_pad,
+    zero_pads,
+)
 
 from ditto_spu.errors import PlanError, RangeError
 from ditto_spu.kernels import compare
@@ -18,16 +28,6 @@ from ditto_spu.kernels.reduce_max import (
 )
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import (
-    assert_views_alike,
-    PadDouble,
-    fixed_view_shares,
-    pads_from_stream_of,
-    received_messages,
-    run_three_parties,
-    without_bit_pad,
-    zero_pads,
-)
 
 
 def _quantized(x, ring):

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from casting import (
     boundary_and_random,
     cast_locally,
@@ -13,8 +11,13 @@ from casting import (
     share_scaled,
     total_comm,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threeparty import PadDouble, RecordingLink, assert_views_alike, fixed_view_shares, run_three_parties, zero_pads
+
 from ditto_spu.errors import RangeError, RingError
 from ditto_spu.kernels.base import find_cast_kernel, registered_cast_kernels, run_cast
+from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp32,
     rescale_fewer_frac_bits_fxp32_w8,
@@ -25,10 +28,8 @@ from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp64_wide,
     rescale_more_frac_bits,
 )
-from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64, RingSpec
 from ditto_spu.shares import reconstruct, share_values
-from threeparty import PadDouble, RecordingLink, assert_views_alike, fixed_view_shares, run_three_parties, zero_pads
 
 DOWN_CASES = [
     (FXP64(18), FXP64(10), rescale_fewer_frac_bits_fxp64_w8),

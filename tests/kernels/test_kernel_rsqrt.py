@@ -3,16 +3,9 @@
 import jax
 import numpy as np
 import pytest
-
-from ditto_spu.errors import PlanError, RangeError
-from ditto_spu.kernels.prg import PairwisePRG
-from ditto_spu.kernels.rsqrt import exponent_range, rounds, rsqrt_calibrated, selects
-from ditto_spu.rings import FXP32, FXP64
-from ditto_spu.semantics.fxp import Fxp
-from ditto_spu.shares import reconstruct, share_values
 from threeparty import (
-    assert_views_alike,
     PadDouble,
+    assert_views_alike,
     fixed_view_shares,
     pads_from_stream_of,
     received_messages,
@@ -20,6 +13,13 @@ from threeparty import (
     without_bit_pad,
     zero_pads,
 )
+
+from ditto_spu.errors import PlanError, RangeError
+from ditto_spu.kernels.prg import PairwisePRG
+from ditto_spu.kernels.rsqrt import exponent_range, rounds, rsqrt_calibrated, selects
+from ditto_spu.rings import FXP32, FXP64
+from ditto_spu.semantics.fxp import Fxp
+from ditto_spu.shares import reconstruct, share_values
 
 RANGE = {"low": 2.0**-12, "high": 2.0**16}
 RING = FXP64(18)

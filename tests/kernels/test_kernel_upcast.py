@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from casting import (
     assert_same_shape_and_ring,
     boundary_and_random,
@@ -13,11 +11,16 @@ from casting import (
     share_scaled,
     total_comm,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ditto_spu.errors import RangeError
 from ditto_spu.kernels.base import find_cast_kernel
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.kernels.upcast import (
     upcast_fxp32_to_fxp64 as exact_kernel,
+)
+from ditto_spu.kernels.upcast import (
     upcast_fxp32_to_fxp64_fewer_frac_bits as rounding_kernel,
 )
 from ditto_spu.rings import FXP32, FXP64

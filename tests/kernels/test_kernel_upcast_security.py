@@ -16,13 +16,13 @@ kernel a defective PRG, to show the check can fail:
 
 import numpy as np
 import pytest
-from scipy.stats import ks_2samp
-
 from casting import share_scaled
+from scipy.stats import ks_2samp
+from threeparty import RecordingLink, run_three_parties
+
 from ditto_spu.kernels.base import run_cast
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
-from threeparty import RecordingLink, run_three_parties
 
 SRC, DST = FXP32(10), FXP64(18)
 N = 20000

@@ -14,7 +14,6 @@ import threading
 import uuid
 
 import numpy as np
-
 from spu import libspu
 
 from ditto_spu.kernels.base import CountedLink, PartyContext

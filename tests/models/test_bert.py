@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from model_hlo import by_op, hlo_ops
 
 from ditto_spu import approx
 from ditto_spu.models import (
@@ -15,7 +16,6 @@ from ditto_spu.models import (
     prepare_params,
     secure_forward,
 )
-from model_hlo import by_op, hlo_ops
 
 SEQ = 16
 MODES = ("exact", "puma", "mpcformer", "ditto")

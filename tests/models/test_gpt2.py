@@ -3,9 +3,9 @@
 import jax
 import numpy as np
 import pytest
+from model_hlo import by_op
 
 from ditto_spu.models import example_inputs, load_mode, load_model, one_hot_ids, prepare_params, secure_forward
-from model_hlo import by_op
 
 SEQ = 16
 
@@ -67,8 +67,9 @@ def test_kv_cache_decoding_is_refused(gpt2):
     fwd = secure_forward(gpt2, "ditto", one_hot=False)
     ids = np.zeros((1, 4), np.int32)
     # the forward itself never uses a cache; asking the module for one must fail loudly
-    from ditto_spu.models import ModeInterceptor
     import flax.linen as nn
+
+    from ditto_spu.models import ModeInterceptor
 
     with nn.intercept_methods(ModeInterceptor(load_mode("ditto"))):
         with pytest.raises(NotImplementedError, match="KV cache"):

@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ditto_spu import frontend
 from ditto_spu.policy import Policy
 from ditto_spu.quant import emulate
-
-from ditto_spu import frontend
 
 
 def block(x, w1, w2, gamma):

@@ -142,10 +142,11 @@ def test_a_failing_party_stops_the_run_promptly():
 
 
 def test_runtime_reports_missing_variable():
+    import threading
+
     from spu import libspu
 
     from ditto_spu.runtime import PartyRuntime
-    import threading
 
     desc = libspu.link.Desc()
     for r in range(3):
