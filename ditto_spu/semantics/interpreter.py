@@ -446,6 +446,8 @@ class Interpreter:
 
         if invals[0].const or _from_non_float(eqn.invars[0], producers) or jnp.ndim(invals[1].x) != 0:
             return
+        if isinstance(eqn.invars[1], jax.core.Literal) and not (math.isfinite(c := float(eqn.invars[1].val)) and c != 0.0):
+            return  # as the compiler: no product with 1/0 or 1/inf
         out = eqn.outvars[0].aval
         if self._kernels_on() and multiply.selects(
             ring,
