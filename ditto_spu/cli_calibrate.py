@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import zlib
 from pathlib import Path
 
 
@@ -48,34 +47,11 @@ def read_texts(path) -> list:
     return texts
 
 
-def _hash_tokenize(texts, vocab: int, seq_len: int):
-    import numpy as np
-
-    ids = np.zeros((len(texts), seq_len), np.int32)
-    mask = np.zeros((len(texts), seq_len), np.int32)
-    for i, t in enumerate(texts):
-        words = re.findall(r"\w+|[^\w\s]", t.lower())[:seq_len]
-        for j, w in enumerate(words):
-            ids[i, j] = 1 + zlib.crc32(w.encode()) % (vocab - 1)
-        mask[i, : len(words)] = 1
-    return ids, mask
-
-
 def tokenize(model_name: str, model, texts, seq_len: int):
-    """(ids, attention_mask), each (len(texts), seq_len): the model's tokenizer when it has
-    one (minilm, a local directory), else the hashing word tokenizer."""
-    from .models import ModelError, load_tokenizer
+    """(ids, attention_mask), each (len(texts), seq_len): :func:`ditto_spu.models.tokens.tokenize`."""
+    from .models.tokens import tokenize as tokenize_texts
 
-    try:
-        tok = load_tokenizer(model_name)
-    except (ModelError, OSError, ValueError):
-        tok = None
-    if tok is None:
-        return _hash_tokenize(texts, model.config.vocab_size, seq_len)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    enc = tok(list(texts), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
-    return enc["input_ids"].astype("int32"), enc["attention_mask"].astype("int32")
+    return tokenize_texts(model_name, model, texts, seq_len)
 
 
 def _parse_bits(text: str) -> list:

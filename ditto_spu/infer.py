@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zlib
 
 import numpy as np
 
@@ -83,29 +82,11 @@ def check_seq_len(model, seq_len) -> None:
 
 
 def tokenize(model_name: str, model, text: str, seq_len: int):
-    """(input_ids, attention_mask) of shape (1, seq_len), padded / truncated.
+    """(input_ids, attention_mask) of shape (1, seq_len), padded / truncated: the model's
+    tokenizer where it has one, else the word hash (:mod:`ditto_spu.models.tokens`)."""
+    from .models.tokens import tokenize as tokenize_texts
 
-    Real tokenizers where the model has one (MiniLM, a local checkpoint); random-weight
-    configs have none, so their ids are a deterministic hash of the words (the cost of a
-    secure run does not depend on which ids they are).
-    """
-    from .models import load_tokenizer
-
-    try:
-        tok = load_tokenizer(model_name)
-    except Exception:
-        tok = None
-    if tok is not None:
-        enc = tok(text, max_length=seq_len, truncation=True, padding="max_length", return_tensors="np")
-        return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
-    vocab = model.config.vocab_size
-    words = text.split()[:seq_len] or ["."]
-    ids = np.zeros((1, seq_len), np.int32)
-    mask = np.zeros((1, seq_len), np.int32)
-    for i, w in enumerate(words):
-        ids[0, i] = zlib.crc32(w.encode()) % vocab
-        mask[0, i] = 1
-    return ids, mask
+    return tokenize_texts(model_name, model, [text], seq_len)
 
 
 def _default_output(model) -> str:
@@ -146,6 +127,8 @@ def secure_inference(
     from .simulation import Simulator
 
     step = progress or (lambda message: None)
+    if not isinstance(text, str) or not text.strip():
+        raise DittoError(f"text must be a non-empty string, got {text!r}; give the sentence to run (--text)")
     if isinstance(model, str):
         model_name = model_name or model
         step(f"loading {model}")

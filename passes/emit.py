@@ -194,18 +194,16 @@ def _copts_key(copts):
 
 
 def spu_compile(text: str, num_inputs: int, copts=None) -> bytes:
-    """Compile one segment's StableHLO with stock SPU (all inputs secret)."""
+    """Compile one segment's StableHLO with stock SPU (all inputs secret), cached: the one
+    compile helper, :func:`ditto_spu.segments.compile_stablehlo`, with its compiler options
+    (:func:`ditto_spu.segments.compiler_options`) unless ``copts`` is given."""
     key = (text, _copts_key(copts))
     if key in _CODE_CACHE:
         return _CODE_CACHE[key]
-    import spu.api as spu_api
-    from spu import libspu
+    from ditto_spu.segments import compile_stablehlo
 
-    source = libspu.CompilationSource(
-        libspu.SourceIRType.STABLEHLO, text, [libspu.Visibility.VIS_SECRET] * num_inputs
-    )
     try:
-        code = spu_api.compile(source, copts if copts is not None else libspu.CompilerOptions())
+        code = compile_stablehlo(text, num_inputs, copts)
     except Exception as e:
         raise CompileError(f"spu.compile rejected a segment: {e}\n--- segment ---\n{text}") from None
     _CODE_CACHE[key] = code

@@ -59,3 +59,27 @@ def test_ditto_puma_is_correct_on_stock_minilm_weights():
     assert r.cosine_fp32 >= 0.99, r.summary()
     assert r.cosine_emulation >= 0.9999 and r.rel_l2_emulation < 0.02, r.summary()
     assert any(x.startswith("FXP32") for x in r.rings) and any(x.startswith("FXP64") for x in r.rings)
+
+
+def test_empty_text_is_a_clear_error_before_any_work():
+    from ditto_spu.errors import DittoError
+    from ditto_spu.infer import secure_inference
+
+    for bad in ("", "   ", None):
+        with pytest.raises(DittoError, match="non-empty string"):
+            secure_inference("tiny", "ditto", bad, seq_len=8)
+
+
+def test_models_without_a_tokenizer_share_one_word_hash():
+    """infer and calibrate take their ids from one tokenizer path: the same words give the
+    same ids, lower-cased, punctuation apart, never the padding id 0."""
+    from ditto_spu.cli_calibrate import tokenize as calibrate_tokenize
+    from ditto_spu.infer import tokenize as infer_tokenize
+    from ditto_spu.models import load_model
+
+    model = load_model("tiny")
+    ids, mask = infer_tokenize("tiny", model, "Hello, world hello", 6)
+    batch, _ = calibrate_tokenize("tiny", model, ["Hello, world hello"], 6)
+    np.testing.assert_array_equal(ids, batch)
+    assert mask.tolist() == [[1, 1, 1, 1, 0, 0]]
+    assert ids[0, 0] == ids[0, 3] and ids[0, 0] != ids[0, 1] and (ids[0, :4] > 0).all()
