@@ -142,13 +142,16 @@ def ensure_preloaded() -> None:
     """Make sure this process runs under the allocator, re-executing it if needed.
 
     Re-execution replaces the process image with the same command line and
-    ``LD_PRELOAD`` extended by the allocator. It happens at most once (guarded by an
-    environment flag); if the allocator is still missing afterwards, this raises.
+    ``LD_PRELOAD`` extended by the allocator. It happens at most once: the environment
+    flag holds the process id, which ``execve`` keeps, so a re-executed process that still
+    lacks the allocator raises — while a child process that merely inherited the flag (a
+    different id, e.g. a command started from a preloaded script with ``LD_PRELOAD``
+    removed) re-executes itself as usual.
     """
     coretype = _blas_coretype()
     if is_active() and coretype is None:
         return
-    if os.environ.get(_REEXEC_FLAG) == "1":
+    if os.environ.get(_REEXEC_FLAG) == str(os.getpid()):
         if is_active():
             return
         raise AllocatorError(
@@ -169,7 +172,7 @@ def ensure_preloaded() -> None:
     if not is_active():
         path = library_path()
         env["LD_PRELOAD"] = ":".join(p for p in [path, env.get("LD_PRELOAD", "")] if p)
-    env[_REEXEC_FLAG] = "1"
+    env[_REEXEC_FLAG] = str(os.getpid())  # execve keeps the process id
     if coretype is not None:
         env["OPENBLAS_CORETYPE"] = coretype
     sys.stdout.flush()

@@ -141,3 +141,31 @@ def test_a_script_from_standard_input_gets_a_clear_allocator_error_not_silence()
     preloaded = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
                                env={**env, "LD_PRELOAD": native.library_path()})
     assert preloaded.returncode == 0 and "ran True" in preloaded.stdout, preloaded.stderr[-2000:]
+
+
+def test_a_child_that_inherits_the_re_exec_flag_still_gets_the_allocator(tmp_path):
+    """A process started from a re-executed one inherits its environment flag; with
+    LD_PRELOAD removed it must re-execute itself (the flag names the process that set it),
+    not stop with 'still not active'. Here a parent script re-executes itself under the
+    allocator, then starts a child with LD_PRELOAD removed."""
+    import os
+    import subprocess
+    import sys
+
+    from ditto_spu import native
+
+    child = tmp_path / "child.py"
+    child.write_text("import ditto_spu.native as n\nn.ensure_preloaded()\nprint('child ran', n.is_active())\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import os, subprocess, sys\n"
+        "import ditto_spu.native as n\n"
+        "n.ensure_preloaded()\n"
+        "env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}\n"
+        f"out = subprocess.run([sys.executable, {str(child)!r}], env=env, capture_output=True, text=True)\n"
+        "print(out.stdout, out.stderr[-1500:])\n"
+        "sys.exit(out.returncode)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", native._REEXEC_FLAG)}
+    run = subprocess.run([sys.executable, str(parent)], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and "child ran True" in run.stdout, (run.stdout + run.stderr)[-2000:]

@@ -37,3 +37,51 @@ def test_pip_install_ships_modes_policies_and_results(tmp_path):
     assert {"puma", "mpcformer", "ditto", "ditto-puma", "ditto-2quad"} <= set(got["modes"])
     assert got["policy"] > 0 and got["stock_policy"].startswith(str(target))
     assert 0 < got["qad"] <= 1
+
+
+def test_a_built_wheel_in_a_fresh_venv_runs_a_tiny_ditto_inference(tmp_path):
+    """Build the wheel, install it (no dependencies) into a fresh venv whose dependencies
+    come from this environment's site-packages (offline: no index), and run the
+    `ditto-spu` command from a directory outside the checkout."""
+    import site
+    import venv
+
+    dist = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = dist.glob("ditto_spu-*.whl")
+    env_dir = tmp_path / "fresh"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    fresh_site = next((env_dir / "lib").glob("python3*/site-packages"))
+    # the dependencies (jax, spu, flax, ...) from this environment; its .pth files (our
+    # editable install among them) are not processed for a directory named in a .pth
+    (fresh_site / "deps_from_test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = env_dir / "bin" / "python"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_PRELOAD")}
+    env["HF_HUB_OFFLINE"] = "1"
+    out = subprocess.run(
+        [str(env_dir / "bin" / "ditto-spu"), "infer", "--model", "tiny", "--mode", "ditto", "--seq-len", "8",
+         "--text", "hello secure world", "--json"],
+        capture_output=True, text=True, cwd=work, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert result["mode"] == "ditto" and result["cosine_emulation"] > 0.999, result
+    probe = subprocess.run(
+        [str(python), "-c", "import ditto_spu, passes; print(ditto_spu.__file__); print(passes.__file__)"],
+        capture_output=True, text=True, cwd=work, env=env, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert all(line.startswith(str(env_dir)) for line in probe.stdout.split()), probe.stdout
