@@ -327,7 +327,9 @@ def cmd_eval(args) -> int:
                         seq_len=args.seq_len, batch_size=args.batch_size, stage1_steps=1, stage2_steps=0)
     ev = Distiller(teacher, cfg, held)
     t0 = time.time()
-    report = {"teacher": args.teacher, "student": str(student_dir), "mode": args.mode, "backend": args.backend,
+    # the student as the user named it (a run directory, or a model name whose resolved
+    # path would be a machine path in a shared report)
+    report = {"teacher": args.teacher, "student": args.student, "mode": args.mode, "backend": args.backend,
               "data": desc, "examples": len(held)}
     emulated = getattr(ev.student_fn, "reset_report", None)  # the emulator's range report, if it is the backend
     if kind == "causal-lm":
