@@ -148,8 +148,10 @@ def _wait_all(threads: list, timeout_s: float) -> None:
             for t in threads:
                 t.join(max(0.0, grace - time.monotonic()))
             failed = [t for t in threads if not t.is_alive() and t.error is not None]
-            # the first party to fail is the cause; the others failed waiting for it
-            first = min(failed, key=lambda t: (t.failed_at, t.rank))
+            # the cause: the first party to fail of its own accord; the others failed
+            # waiting for it (a receive timeout), which on a loaded machine can come first
+            causes = [t for t in failed if not _is_peer_timeout(t.error)] or failed
+            first = min(causes, key=lambda t: (t.failed_at, t.rank))
             err = first.error
             if isinstance(err, PartyError):
                 raise err
@@ -165,6 +167,12 @@ def _wait_all(threads: list, timeout_s: float) -> None:
             if t.is_alive():
                 t.join(0.05)
                 break
+
+
+def _is_peer_timeout(err: BaseException) -> bool:
+    """Whether a party failed waiting for a peer (the link's receive timeout), not by
+    itself."""
+    return "Get data timeout" in str(err)
 
 
 def _step_of(err: BaseException) -> str:

@@ -128,17 +128,33 @@ def test_input_errors_are_clear(sim):
         sim.run(plan, {**inputs, "x": np.zeros((5, 8))})
 
 
-def test_a_failing_party_stops_the_run_promptly():
-    """Party 1 gets a share in the wrong ring: it fails at once; run() must not hang."""
-    sim = Simulator(recv_timeout_s=5)
+@pytest.mark.parametrize("bad,slow", [(0, False), (1, False), (2, False), (2, True)])
+def test_a_failing_party_stops_the_run_promptly_and_is_named(bad, slow, monkeypatch):
+    """One party gets a share in the wrong ring: it fails at once; run() must not hang,
+    and the error names that party — also when it is slow to start (a loaded machine) and
+    its peers' receives time out waiting for it before it fails."""
+    import threading
+
+    from ditto_spu.runtime import PartyRuntime
+
+    if slow:
+        original = PartyRuntime.run
+
+        def late_run(self, plan, inputs, **kw):
+            if getattr(threading.current_thread(), "rank", None) == bad:
+                time.sleep(4.5)  # past the peers' 3 s receive timeout
+            return original(self, plan, inputs, **kw)
+
+        monkeypatch.setattr(PartyRuntime, "run", late_run)
+    sim = Simulator(recv_timeout_s=3)
     plan = build_mixed_ring_plan(rows=4, dim=8)
     shares = sim.share_inputs(plan, demo_inputs(4, 8))
-    shares[1]["x"] = share_values(np.zeros((4, 8)), FXP64(18), "float16")[1]
+    shares[bad]["x"] = share_values(np.zeros((4, 8)), FXP64(18), "float16")[bad]
     t0 = time.monotonic()
     with pytest.raises(PartyError) as info:
         sim.run_shares(plan, shares)
     assert time.monotonic() - t0 < 30
-    assert info.value.rank == 1 and "expects FXP32[f=10]" in str(info.value)
+    assert info.value.rank == bad and "expects FXP32[f=10]" in str(info.value), str(info.value)[:300]
 
 
 def test_runtime_reports_missing_variable():
