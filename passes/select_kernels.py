@@ -334,9 +334,7 @@ def _select_divides(graph: Graph, mixed: bool) -> None:
         n.operands = [a_vid, sum_vid]
         users[b_vid] = [u for u in users.get(b_vid, []) if u != n.id]
         users.setdefault(sum_vid, []).append(n.id)
-        for node in chain:
-            if not users.get(node.results[0]) and node.results[0] not in graph.outputs:
-                _remove(users, node)
+        _remove_unread(graph, users, chain)
 
 
 def _producer(graph: Graph, vid: int):
@@ -436,6 +434,12 @@ def _absorb(graph: Graph, users: dict, kernel, op, chain: list) -> None:
     for vid in op.results:
         graph.values[vid].producer = kernel.id
     _remove(users, op)
+    _remove_unread(graph, users, chain)
+
+
+def _remove_unread(graph: Graph, users: dict, chain: list) -> None:
+    """Remove each node of a broadcast ``chain`` (outermost first) that nobody reads any
+    more and that is not an output."""
     for node in chain:
         if not users.get(node.results[0]) and node.results[0] not in graph.outputs:
             _remove(users, node)

@@ -55,14 +55,21 @@ import math
 
 import numpy as np
 
-from ..errors import PlanError, RangeError
+from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
 from .compare import multiply_sum
 from .multiply import multiply
-from .normalize import exponent_bits, exponent_range, exponent_rounds, linear_in_bits, truncate
-from .rss import add_public_to_s0, open_for_check
+from .normalize import (
+    exponent_bits,
+    exponent_range,
+    exponent_rounds,
+    linear_in_bits,
+    require_in_range,
+    truncate,
+)
+from .rss import add_public_to_s0
 
 NAME = "divide_calibrated"
 ITERS = 2  # SPU's fxp_div_goldschmidt_iters default, which our runtimes keep
@@ -106,13 +113,6 @@ def rounds(ring: RingSpec, low: float, high: float) -> int:
     return exponent_rounds(p_hi) + 2 * (4 + ITERS)
 
 
-def check_range(arith, b, low: float, high: float, ring: RingSpec, scope: str) -> None:
-    """The semantics' range check of the denominator (as :func:`.rsqrt.check_range`)."""
-    from .rsqrt import check_range as ratio_check
-
-    ratio_check(arith, b, low, high, ring, scope)
-
-
 def _params(ring: RingSpec, params: dict):
     try:
         low, high = float(params["low"]), float(params["high"])
@@ -151,7 +151,10 @@ def divide_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     low, high, dims, (p_lo, p_hi) = _params(ring, params)
     target = _broadcast_shape(tuple(a.shape), tuple(b.shape), dims)
     if ctx.checked:
-        _check_denominator(ctx, b, low, high)
+        require_in_range(
+            ctx, b, low, high, kernel=NAME, what="denominators",
+            advice="the program that selected the kernel does not guarantee that range — run this division in SPU",
+        )
     f = ring.frac_bits
     shape = tuple(b.shape)
     bits = exponent_bits(ctx, b.components, p_lo, p_hi)
@@ -175,18 +178,6 @@ def divide_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     r = product(r, factor)
     r_row = AShare(ring, tuple(a.shape), a.dtype, np.broadcast_to(r.reshape(target + (2,)), tuple(a.shape) + (2,)))
     return multiply(ctx, [a, r_row], {})
-
-
-def _check_denominator(ctx: PartyContext, b: AShare, low: float, high: float) -> None:
-    """CHECKED MODE ONLY (reveals the denominator to all parties)."""
-    v = open_for_check(ctx, b).astype(np.float64) * b.ring.ulp
-    bad = (v < low) | (v > high)
-    if np.any(bad):
-        raise RangeError(
-            f"{NAME} on party {ctx.rank}: {int(bad.sum())} of {v.size} denominators are outside the range "
-            f"[{low:g}, {high:g}] the kernel relies on (e.g. {v[bad].ravel()[0]:.6g}); the program that "
-            "selected it does not guarantee that range — run this division in SPU"
-        )
 
 
 register_call_kernel(NAME, divide_calibrated)

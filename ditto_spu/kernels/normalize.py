@@ -28,11 +28,13 @@ import math
 
 import numpy as np
 
+from ..errors import RangeError
 from ..rings import RingSpec
+from ..semantics.report import range_kind
 from ..shares import AShare
 from .base import run_cast
 from .compare import bit_injection, msb, msb_rounds, not_gate, reduce_components
-from .rss import add_public_to_s0
+from .rss import add_public_to_s0, open_for_check
 
 
 def exponent_range(ring: RingSpec, low: float, high: float):
@@ -86,3 +88,27 @@ def truncate(ctx, components: np.ndarray, ring: RingSpec, shape, dtype, extra_bi
         return components
     wide = AShare(RingSpec(ring.field, ring.frac_bits + extra_bits), tuple(shape), dtype, components)
     return run_cast(ctx, wide, ring).share.components
+
+
+def check_range(arith, x, low: float, high: float, ring: RingSpec, scope: str) -> None:
+    """The semantics' range check of a normalised input: max(x/high, low/x) ≤ 1 inside
+    [low, high], recorded against 1 (see :func:`ditto_spu.semantics.report.limit_of`)."""
+    import jax.numpy as jnp
+
+    ratio = jnp.maximum(x / high, low / jnp.maximum(x, low * 1e-12))
+    arith.check_range(scope, ring, range_kind(low, high), ratio)
+
+
+def require_in_range(
+    ctx, share: AShare, low: float, high: float, *, kernel: str, what: str, advice: str, calibrated: bool = False
+) -> None:
+    """CHECKED MODE ONLY (reveals ``share`` to all parties): RangeError unless every value
+    lies in [low, high], the range the highest-bit comparisons rely on (``calibrated``:
+    one the policy's calibration sets)."""
+    v = open_for_check(ctx, share).astype(np.float64) * share.ring.ulp
+    bad = (v < low) | (v > high)
+    if np.any(bad):
+        raise RangeError(
+            f"{kernel} on party {ctx.rank}: {int(bad.sum())} of {v.size} {what} are outside the "
+            f"{'calibrated ' if calibrated else ''}range [{low:g}, {high:g}] the kernel relies on (e.g. {v[bad].ravel()[0]:.6g}); {advice}"
+        )

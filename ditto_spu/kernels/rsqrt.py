@@ -41,14 +41,20 @@ import math
 
 import numpy as np
 
-from ..errors import PlanError, RangeError
+from ..errors import PlanError
 from ..rings import RingSpec
-from ..semantics.report import range_kind
 from ..shares import AShare, is_fixed_point
 from .base import PartyContext, register_call_kernel
 from .compare import multiply_sum
-from .normalize import exponent_bits, exponent_range, exponent_rounds, linear_in_bits, truncate
-from .rss import add_public_to_s0, open_for_check
+from .normalize import (
+    exponent_bits,
+    exponent_range,
+    exponent_rounds,
+    linear_in_bits,
+    require_in_range,
+    truncate,
+)
+from .rss import add_public_to_s0
 
 NAME = "rsqrt_calibrated"
 DEFAULT_RANGE = (2.0**-12, 2.0**16)
@@ -79,15 +85,6 @@ def rounds(ring: RingSpec, low: float, high: float) -> int:
     return exponent_rounds(p_hi) + 9
 
 
-def check_range(arith, x, low: float, high: float, ring: RingSpec, scope: str) -> None:
-    """The semantics' range check: max(x/high, low/x) ≤ 1 inside the range, recorded
-    against 1 (see :func:`ditto_spu.semantics.report.limit_of`)."""
-    import jax.numpy as jnp
-
-    ratio = jnp.maximum(x / high, low / jnp.maximum(x, low * 1e-12))
-    arith.check_range(scope, ring, range_kind(low, high), ratio)
-
-
 def _compensation(f: int, e: int) -> float:
     """SPU's compensation 2^(−e/2) (with its √2 for odd e), as the ring integer's value."""
     k = f // 2 if f % 2 == 0 else (f + 1) // 2
@@ -114,14 +111,9 @@ def rsqrt_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     p_lo, p_hi = exps
     f = ring.frac_bits
     if ctx.checked:
-        v = open_for_check(ctx, x).astype(np.float64) * ring.ulp
-        bad = (v < low) | (v > high)
-        if np.any(bad):
-            raise RangeError(
-                f"{NAME} on party {ctx.rank}: {int(bad.sum())} of {v.size} inputs are outside the "
-                f"calibrated range [{low:g}, {high:g}] (e.g. {v[bad].ravel()[0]:.6g}); recalibrate "
-                "the policy's rsqrt_range"
-            )
+        require_in_range(
+            ctx, x, low, high, kernel=NAME, what="inputs", advice="recalibrate the policy's rsqrt_range", calibrated=True
+        )
     shape = x.shape
     comps = x.components
     bits = exponent_bits(ctx, comps, p_lo, p_hi)

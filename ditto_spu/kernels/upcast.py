@@ -30,6 +30,8 @@ is within 1.5 ulps of FXP64[f].
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..rings import RingSpec
 from ..shares import AShare
 from .base import register_cast_kernel, round_to_destination
@@ -67,11 +69,10 @@ def _check_input_range(kernel, ctx, share: AShare, dst: RingSpec, right_shift: i
 
 
 class _UpcastBase:
+    # provided by each concrete upcast kernel (declared here for the type checker)
     name: str
+    applies: Callable[[RingSpec, RingSpec], bool]
     rounds = 1
-
-    def applies(self, src: RingSpec, dst: RingSpec) -> bool:
-        raise NotImplementedError
 
     def emulate(self, x, src, dst, round_nearest):
         """Semantics: :func:`~.base.round_to_destination` (centred error, mean = nearest)."""

@@ -414,7 +414,6 @@ class Interpreter:
         the square-and-multiply chain of :meth:`_integer_pow`). A public operand counts as
         a splat when it is a scalar in the jaxpr. A converted boolean or integer operand
         stays with SPU (:func:`passes.select_kernels.from_non_float`)."""
-        from ..kernels import multiply
 
         if any(not v.const and _from_non_float(var, producers) for var, v in zip(eqn.invars, invals)):
             return
@@ -429,6 +428,13 @@ class Interpreter:
             y = abs(int(eqn.params["y"]))
             secret, splat = 2, False
             count = max(y.bit_length() - 1, 0) + max(bin(y).count("1") - 1, 0)
+        self._record_multiplies(ring, out, secret, splat, scope, count)
+
+    def _record_multiplies(self, ring, out, secret: int, splat: bool, scope, count: int = 1) -> None:
+        """Record ``count`` calls of the multiply kernel when its rule
+        (:func:`ditto_spu.kernels.multiply.selects`) takes a product with result ``out``."""
+        from ..kernels import multiply
+
         if self._kernels_on() and multiply.selects(
             ring,
             mixed=self.mixed,
@@ -442,27 +448,16 @@ class Interpreter:
     def _divide_by_constant_kernel(self, eqn, invals, ring, scope, producers) -> None:
         """The rule of :func:`passes.select_kernels._select_division_by_constant`: a secret
         divided by a scalar constant runs as the multiply kernel (the same semantics)."""
-        from ..kernels import multiply
-
         if invals[0].const or _from_non_float(eqn.invars[0], producers) or jnp.ndim(invals[1].x) != 0:
             return
         if isinstance(eqn.invars[1], jax.core.Literal) and not (math.isfinite(c := float(eqn.invars[1].val)) and c != 0.0):
             return  # as the compiler: no product with 1/0 or 1/inf
-        out = eqn.outvars[0].aval
-        if self._kernels_on() and multiply.selects(
-            ring,
-            mixed=self.mixed,
-            elements=math.prod(out.shape),
-            secret_operands=1,
-            public_splat=True,
-            float_result=is_float(out.dtype),
-        ):
-            self.kernel_calls.append((scope, multiply.NAME))
+        self._record_multiplies(ring, eqn.outvars[0].aval, 1, True, scope)
 
     def _rsqrt_kernel(self, xs, invals, ring, scope) -> None:
         """An rsqrt the compiler hands to :mod:`ditto_spu.kernels.rsqrt`: it computes SPU's
         algorithm (the model below), so only its range is checked and the call recorded."""
-        from ..kernels import rsqrt
+        from ..kernels import normalize, rsqrt
 
         value_range = getattr(self.policy, "rsqrt_range", None)
         if not self._kernels_on() or not rsqrt.selects(
@@ -470,7 +465,7 @@ class Interpreter:
         ):
             return
         self.kernel_calls.append((scope, rsqrt.NAME))
-        rsqrt.check_range(self.arith, xs[0], *value_range, ring, scope)
+        normalize.check_range(self.arith, xs[0], *value_range, ring, scope)
 
     def _exp_kernel_selected(self, eqn, ring, producers) -> bool:
         """The rule of :func:`passes.select_kernels._select_exps` on the jaxpr: exp of a
@@ -585,10 +580,10 @@ class Interpreter:
             iters = self.spu.div_iters
             kernel_range = self._divide_kernel_range(eqn, invals, ring, producers)
             if kernel_range is not None:
-                from ..kernels import divide
+                from ..kernels import divide, normalize
 
                 self.kernel_calls.append((scope, divide.NAME))
-                divide.check_range(self.arith, b, *kernel_range, ring, scope)
+                normalize.check_range(self.arith, b, *kernel_range, ring, scope)
                 iters = divide.ITERS
             r = F.reciprocal(b, iters)
             return self.arith.product(a * r, ring, scope)

@@ -7,10 +7,10 @@ from threeparty import (
     PadDouble,
     assert_views_alike,
     fixed_view_shares,
+    normalisation_view,
     pads_from_stream_of,
     received_messages,
     run_three_parties,
-    without_bit_pad,
     zero_pads,
 )
 
@@ -116,11 +116,7 @@ def _party2_view(numerator, denominator, broken=None):
         prgs = BROKEN[broken](prgs)
     got = received_messages(lambda ctx, s: divide_calibrated(ctx, list(s), PARAMS), list(zip(a, b)), prgs)
     p_lo, p_hi = factor_range(RING, LOW, HIGH)
-    lanes = (p_hi + 3, -(-rows * (p_hi - p_lo) // 8))
-    own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, lanes, np.uint8)
-    assert got[0][0] == 0
-    view = got + [("0, own pad removed", without_bit_pad(got[0][1], own))]
-    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
+    return normalisation_view(got, VIEW_SEED, rows, p_hi - p_lo, p_hi)
 
 
 @pytest.mark.parametrize("broken", [None, *BROKEN])

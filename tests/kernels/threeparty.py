@@ -169,6 +169,21 @@ def without_bit_pad(payload: bytes, pad: np.ndarray) -> bytes:
     return (np.frombuffer(payload, np.uint8) ^ pad.ravel().astype(np.uint8)).tobytes()
 
 
+def normalisation_view(got: list, seed: int, values: int, thresholds: int, p_hi: int) -> list:
+    """Party 2's view of a highest-bit normalisation (:mod:`ditto_spu.kernels.normalize`)
+    and what follows it, as ``[(source, byte values)]``: every message as received, plus
+    the first one (party 0's sharing of A for the threshold comparisons: p_hi + 3 packed
+    lanes over ``values`` × ``thresholds`` comparisons) with party 2's own pad with party 0
+    removed (its stream from ``PairwisePRG.deterministic_trio(seed)``)."""
+    from ditto_spu.kernels.prg import PairwisePRG
+
+    lanes = (p_hi + 3, -(-values * thresholds // 8))
+    own = PairwisePRG.deterministic_trio(seed)[2].shared(0, lanes, np.uint8)
+    assert got[0][0] == 0
+    view = got + [("0, own pad removed", without_bit_pad(got[0][1], own))]
+    return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
+
+
 def assert_views_alike(a: list, b: list, broken) -> None:
     """Two receiver views ``[(source, samples)]`` for two secrets: the same messages, and
     each sample set with the same distribution (KS p > 1e-4) — or, for a deliberately
