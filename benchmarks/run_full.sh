@@ -8,7 +8,7 @@
 #   LAYERS=4                      bench the first 4 layers only (file suffix _L4)
 #   KERNELS=0                     --no-kernels: every op in stock SPU (file suffix _nokernels)
 #   MODES=puma,mpcformer,ditto    modes, in this order
-# `python -m ditto_spu.cli_bench ARGS` is `ditto-spu bench ARGS`.
+# `python -m ditto_spu.cli bench ARGS` is `ditto-spu bench ARGS`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,7 +22,7 @@ for model in $MODELS; do
     if [[ "${KERNELS:-1}" == "0" ]]; then suffix="${suffix}_nokernels"; extra+=(--no-kernels); fi
     out="benchmarks/results/${model}_s${SEQ}${suffix}"
     echo "== $model seq $SEQ ${extra[*]} $(date -Is)"
-    "$PY" -m ditto_spu.cli_bench --model "$model" --seq-len "$SEQ" --modes "$MODES" \
+    "$PY" -m ditto_spu.cli bench --model "$model" --seq-len "$SEQ" --modes "$MODES" \
         "${extra[@]}" --embedding none \
         --json "$out.json" --markdown "$out.md" --plot benchmarks/plots || status=$?
     echo "== done $model (exit $status) $(date -Is)"

@@ -2,7 +2,7 @@
 
 Vocabulary: :class:`~ditto_spu.rings.RingSpec` (FXP32 / FXP64), :class:`~ditto_spu.shares.AShare`
 (one party's replicated share), :class:`~ditto_spu.plan.Plan` (segments and kernel steps),
-:class:`~ditto_spu.runtime.PartyRuntime` (one party's executor) and
+:class:`~ditto_spu.mpc.runtime.PartyRuntime` (one party's executor) and
 :class:`~ditto_spu.simulation.Simulator` (three parties in threads).
 """
 
@@ -15,10 +15,14 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The compiler front end pulls in JAX and the passes: import it on first use.
-    if name in ("compile", "sim_jax", "Program"):
+    if name in ("compile", "Program"):
         from . import frontend
 
         return getattr(frontend, name)
+    if name == "sim_jax":
+        from .simulation import sim_jax
+
+        return sim_jax
     raise AttributeError(f"module 'ditto_spu' has no attribute {name!r}")
 
 __all__ = [

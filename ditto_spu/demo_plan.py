@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .mpc.segments import segment_from_jax
 from .plan import InputBinding, KernelStep, OutputBinding, Plan, VarInfo
 from .rings import FXP32, FXP64, RingSpec
-from .segments import segment_from_jax
 
 _LOW, _HIGH = FXP32(10), FXP64(18)
 

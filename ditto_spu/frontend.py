@@ -7,15 +7,12 @@ returns a :class:`Program`: the :class:`~ditto_spu.plan.Plan` plus the pytree st
 of the inputs and outputs, so plaintext arguments map to plan inputs and plan outputs
 back to the function's result structure.
 
-:func:`sim_jax` is the mixed-ring analogue of ``spu.utils.simulation.sim_jax``: it wraps
-``fn`` so that calling it compiles (once per argument signature) and runs the program on
-three simulated parties; the last run's stats are on ``wrapper.last_stats``.
+Running a Program on three simulated parties is :func:`ditto_spu.simulation.sim_jax`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -94,7 +91,7 @@ def compile(
 
     ``policy``: a :class:`~ditto_spu.policy.Policy`, a JSON path, a config name, or None
     (f16/bf16 → FXP32[f=8], f32 → FXP64[f=18]). ``copts``: SPU compiler options
-    (default: ``ditto_spu.segments.compiler_options()``). ``compile_segments=False``
+    (default: ``ditto_spu.mpc.segments.compiler_options()``). ``compile_segments=False``
     skips ``spu.compile`` (inspection only: segments carry empty code). ``split_by(node)
     -> str`` keeps ops of different groups in different segments (cost breakdowns).
     ``kernels=False`` keeps every op in SPU (no FXP32 matmul kernel).
@@ -102,7 +99,7 @@ def compile(
     from passes import compile_stablehlo
     from passes.parse import module_text
 
-    from .segments import compiler_options
+    from .mpc.segments import compiler_options
 
     policy = load_policy(policy)
     lowered, in_tree, paths = lower(fn, *example_args, static_argnums=static_argnums)
@@ -128,79 +125,3 @@ def compile(
         compiled=compiled,
         stablehlo=text,
     )
-
-
-def _signature(args, static_argnums):
-    import jax
-
-    parts = []
-    for i, a in enumerate(args):
-        if i in static_argnums:
-            parts.append(("static", a))
-        else:
-            leaves, tree = jax.tree_util.tree_flatten(a)
-            parts.append(
-                (str(tree), tuple((tuple(np.shape(x)), str(np.asarray(x).dtype)) for x in leaves))
-            )
-    return tuple(parts)
-
-
-def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None, check_ranges=True):
-    """Wrap ``fn`` to run as a mixed-ring program on three simulated parties.
-
-    Calling the wrapper compiles ``fn`` for the arguments' shapes and dtypes (cached),
-    secret-shares the arguments, runs the plan and returns the outputs in ``fn``'s result
-    structure (floats as float64, integers as int64, as reconstructed from the rings).
-    ``wrapper.last_stats`` holds the run's :class:`~ditto_spu.stats.RunStats` (wall time,
-    bytes and rounds per step and in total) and ``wrapper.last_program`` the Program.
-
-    ``check_ranges`` (default on): before the secure run, the plaintext emulation of the
-    same rings checks every value and product against its ring on these very inputs (the
-    simulator holds them anyway) and raises
-    :class:`~ditto_spu.quant.RingOverflowError` naming the scope, instead of returning
-    what a wrapped ring computes. A deployment cannot do this check (no party sees the
-    values): calibrate the policy on representative inputs instead.
-    """
-    policy = load_policy(policy)
-    static_argnums = tuple(static_argnums)
-    cache: dict = {}
-    checker = None
-    if check_ranges:
-        from .quant import EmulatorOptions, emulate
-
-        checker = emulate(fn, policy, options=EmulatorOptions(mode="record"), static_argnums=static_argnums)
-
-    @functools.wraps(fn)
-    def wrapper(*args):
-        from .simulation import Simulator
-
-        key = _signature(args, static_argnums)
-        try:
-            program = cache.get(key)
-        except TypeError:  # unhashable static argument
-            program = None
-        if program is None:
-            program = compile(fn, *args, policy=policy, static_argnums=static_argnums, copts=copts)
-            try:
-                cache[key] = program
-            except TypeError:
-                pass
-        # Load the built-in cast kernels here, in one thread: kernels.base registers them
-        # lazily and the three party threads would otherwise race on that.
-        from .kernels.base import registered_cast_kernels
-
-        registered_cast_kernels()
-        if checker is not None:
-            from .quant import raise_on_overflow
-
-            checker.evaluate(*args)
-            raise_on_overflow(checker.last_call_report)
-        sim = simulator if simulator is not None else Simulator()
-        outputs, stats = sim.run(program.plan, program.flatten_inputs(*args))
-        wrapper.last_stats = stats
-        wrapper.last_program = program
-        return program.unflatten_outputs(outputs)
-
-    wrapper.last_stats = None
-    wrapper.last_program = None
-    return wrapper

@@ -89,6 +89,24 @@ def tokenize(model_name: str, model, text: str, seq_len: int):
     return tokenize_texts(model_name, model, [text], seq_len)
 
 
+def resolve_model(model: str, mode=None, policy=None):
+    """(model, mode, policy, settings) for a model name or directory: a distilled student's
+    directory (:mod:`ditto_spu.models.saved`) runs in the mode and policy it records unless
+    given here; anything else defaults to ditto mode. ``settings`` is the student's
+    :class:`~ditto_spu.models.saved.RunSettings` (None for a plain model), naming its teacher."""
+    import os
+
+    from .models.saved import model_directory, read_run_settings
+
+    settings = None
+    if isinstance(model, str) and os.path.isdir(model):
+        model = str(model_directory(model))
+        settings = read_run_settings(model)
+    mode = mode or (settings.mode if settings else "ditto")
+    policy = policy or (settings.policy if settings else None)
+    return model, mode, policy, settings
+
+
 def _default_output(model) -> str:
     from .models import model_family
 

@@ -14,7 +14,8 @@ import secrets
 
 import numpy as np
 
-from .errors import ShareFormatError
+from .errors import PlanError, ShareFormatError
+from .plan import Plan
 from .rings import RingSpec
 
 _STORAGE = {"FM32": "aby3.AShr<FM32>", "FM64": "aby3.AShr<FM64>"}
@@ -50,6 +51,7 @@ _DT_TO_DTYPE = {
 }
 
 #: Largest chunk written into a libspu.Share (SPU's own default chunk size is 128 KiB).
+WORLD_SIZE = 3  # ABY3
 CHUNK_BYTES = 128 * 1024
 
 
@@ -250,3 +252,30 @@ def _dtype_name(dt) -> str:
     if name not in _DTYPE_TO_DT:
         raise ShareFormatError(f"unsupported input dtype {name}")
     return name
+
+
+def share_plan_inputs(plan: Plan, inputs: dict, rng=None) -> list[dict]:
+    """What the input owners do: secret-share each plaintext input into its binding's ring.
+
+    Returns one dict of AShares per party; PlanError for a missing, unknown or misshaped
+    input. Used by the simulator and by the deployment driver alike.
+    """
+    missing = [b.name for b in plan.inputs if b.name not in inputs]
+    if missing:
+        raise PlanError(f"missing input(s) {missing}; the plan takes {[b.name for b in plan.inputs]}")
+    unknown = sorted(set(inputs) - {b.name for b in plan.inputs})
+    if unknown:
+        raise PlanError(f"unknown input(s) {unknown}; the plan takes {[b.name for b in plan.inputs]}")
+    per_party: list[dict] = [{} for _ in range(WORLD_SIZE)]
+    for b in plan.inputs:
+        value = np.asarray(inputs[b.name])
+        if tuple(value.shape) != b.info.shape:
+            raise PlanError(
+                f"input {b.name!r} has shape {tuple(value.shape)}, the plan expects {b.info.shape}"
+            )
+        if b.info.dtype.startswith(("float", "bfloat")):
+            value = value.astype(np.float64)
+        shares = share_values(value, b.info.ring, b.info.dtype, rng)
+        for rank in range(WORLD_SIZE):
+            per_party[rank][b.name] = shares[rank]
+    return per_party

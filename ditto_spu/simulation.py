@@ -1,192 +1,90 @@
-"""Three-party simulation: threads and in-memory links running the real PartyRuntime.
+"""Three-party simulation of JAX functions, in the manner of ``spu.utils.simulation``.
 
-In the manner of ``spu.utils.simulation``: the simulator owns the options, secret-shares
-the inputs (as their owners would), starts one thread per party with an in-memory SPU
-link, runs the plan through :class:`~ditto_spu.runtime.PartyRuntime` — the same class the
-node processes use — and reconstructs the outputs. If a party fails, ``run`` raises
-:class:`~ditto_spu.errors.PartyError` for it at once; the other parties' threads stop
-by themselves when their next receive times out (``recv_timeout_s``).
+* :class:`Simulator` (from :mod:`ditto_spu.mpc.simulator`): runs a
+  :class:`~ditto_spu.plan.Plan` on three parties in threads over in-memory links, through
+  the same :class:`~ditto_spu.mpc.runtime.PartyRuntime` the node processes use;
+* :func:`sim_jax`: wraps a JAX function so that calling it compiles it to a mixed-ring
+  Program (:func:`ditto_spu.frontend.compile`, once per argument signature), secret-shares
+  the arguments, runs the plan on the simulator and returns the reconstructed result.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import functools
 
 import numpy as np
 
-from .errors import DittoError, PartyError, PlanError
-from .plan import Plan
-from .shares import reconstruct, share_values
-from .spu_config import SpuOptions
-from .stats import RunStats
+from .frontend import compile
+from .mpc.simulator import Simulator
+from .policy import load_policy
 
-WORLD_SIZE = 3
+__all__ = ["Simulator", "sim_jax"]
 
 
-def share_plan_inputs(plan: Plan, inputs: dict, rng=None) -> list:
-    """What the input owners do: secret-share each plaintext input into its binding's ring.
+def _signature(args, static_argnums):
+    import jax
 
-    Returns one dict of AShares per party; PlanError for a missing, unknown or misshaped
-    input. Used by the simulator and by the deployment driver alike.
-    """
-    missing = [b.name for b in plan.inputs if b.name not in inputs]
-    if missing:
-        raise PlanError(f"missing input(s) {missing}; the plan takes {[b.name for b in plan.inputs]}")
-    unknown = sorted(set(inputs) - {b.name for b in plan.inputs})
-    if unknown:
-        raise PlanError(f"unknown input(s) {unknown}; the plan takes {[b.name for b in plan.inputs]}")
-    per_party = [{} for _ in range(WORLD_SIZE)]
-    for b in plan.inputs:
-        value = np.asarray(inputs[b.name])
-        if tuple(value.shape) != b.info.shape:
-            raise PlanError(
-                f"input {b.name!r} has shape {tuple(value.shape)}, the plan expects {b.info.shape}"
+    parts = []
+    for i, a in enumerate(args):
+        if i in static_argnums:
+            parts.append(("static", a))
+        else:
+            leaves, tree = jax.tree_util.tree_flatten(a)
+            parts.append(
+                (str(tree), tuple((tuple(np.shape(x)), str(np.asarray(x).dtype)) for x in leaves))
             )
-        if b.info.dtype.startswith(("float", "bfloat")):
-            value = value.astype(np.float64)
-        shares = share_values(value, b.info.ring, b.info.dtype, rng)
-        for rank in range(WORLD_SIZE):
-            per_party[rank][b.name] = shares[rank]
-    return per_party
+    return tuple(parts)
 
 
-class _PartyThread(threading.Thread):
-    def __init__(self, rank, target):
-        super().__init__(name=f"ditto-party-{rank}", daemon=True)
-        self.rank = rank
-        self._target_fn = target
-        self.result = None
-        self.error = None
-        self.failed_step = "setup"
-        self.failed_at = float("inf")
+def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None, check_ranges=True):
+    """Wrap ``fn`` to run as a mixed-ring program on three simulated parties.
 
-    def run(self):
+    Calling the wrapper compiles ``fn`` for the arguments' shapes and dtypes (cached),
+    secret-shares the arguments, runs the plan and returns the outputs in ``fn``'s result
+    structure (floats as float64, integers as int64, as reconstructed from the rings).
+    ``wrapper.last_stats`` holds the run's :class:`~ditto_spu.mpc.stats.RunStats` (wall time,
+    bytes and rounds per step and in total) and ``wrapper.last_program`` the Program.
+
+    ``check_ranges`` (default on): before the secure run, the plaintext emulation of the
+    same rings checks every value and product against its ring on these very inputs (the
+    simulator holds them anyway) and raises
+    :class:`~ditto_spu.quant.RingOverflowError` naming the scope, instead of returning
+    what a wrapped ring computes. A deployment cannot do this check (no party sees the
+    values): calibrate the policy on representative inputs instead.
+    """
+    policy = load_policy(policy)
+    static_argnums = tuple(static_argnums)
+    cache: dict = {}
+    checker = None
+    if check_ranges:
+        from .quant import EmulatorOptions, emulate
+
+        checker = emulate(fn, policy, options=EmulatorOptions(mode="record"), static_argnums=static_argnums)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        key = _signature(args, static_argnums)
         try:
-            self.result = self._target_fn(self)
-        except BaseException as e:  # reported to the caller by Simulator.run
-            self.error = e
-            self.failed_at = time.monotonic()
-
-
-class Simulator:
-    """Runs Plans on three simulated parties.
-
-    ``options`` are the SPU runtime options of every ring; ``checked`` turns on the
-    kernels' range checks (debugging: it costs extra communication and reveals ranges).
-    """
-
-    def __init__(
-        self,
-        options: SpuOptions | None = None,
-        *,
-        checked: bool = False,
-        recv_timeout_s: float = 120.0,
-    ):
-        self.options = options or SpuOptions()
-        self.checked = checked
-        self.recv_timeout_s = recv_timeout_s
-
-    def share_inputs(self, plan: Plan, inputs: dict, rng=None) -> list:
-        """Secret-share plaintext inputs into their rings: one dict of AShares per party."""
-        return share_plan_inputs(plan, inputs, rng)
-
-    def run_shares(self, plan: Plan, party_inputs: list) -> tuple[list, RunStats]:
-        """Run ``plan`` on already shared inputs; return (per-party output shares, stats)."""
-        from spu import libspu
-
-        from .runtime import PartyRuntime
-
-        plan.validate()
-        desc = libspu.link.Desc()
-        for rank in range(WORLD_SIZE):
-            desc.add_party(f"party{rank}", f"thread_{rank}")
-        desc.recv_timeout_ms = int(self.recv_timeout_s * 1000)
-
-        def party_main(thread: _PartyThread):
-            link = libspu.link.create_mem(desc, thread.rank)
+            program = cache.get(key)
+        except TypeError:  # unhashable static argument
+            program = None
+        if program is None:
+            program = compile(fn, *args, policy=policy, static_argnums=static_argnums, copts=copts)
             try:
-                runtime = PartyRuntime(link, options=self.options, checked=self.checked)
-                outputs, steps = runtime.run(plan, party_inputs[thread.rank])
-                return outputs, steps, runtime.setup_stats.bytes_sent
-            finally:
-                # Close the link cleanly (it waits for the peers' goodbye, bounded by the
-                # receive timeout) so no link thread outlives the party.
-                try:
-                    link.stop_link()
-                except RuntimeError:
-                    pass
+                cache[key] = program
+            except TypeError:
+                pass
+        if checker is not None:
+            from .quant import raise_on_overflow
 
-        threads = [_PartyThread(rank, party_main) for rank in range(WORLD_SIZE)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        _wait_all(threads, self.recv_timeout_s)
-        wall = time.perf_counter() - t0
-        results = [t.result for t in threads]
-        stats = RunStats(wall, [r[1] for r in results], [r[2] for r in results])
-        return [r[0] for r in results], stats
+            checker.evaluate(*args)
+            raise_on_overflow(checker.last_call_report)
+        sim = simulator if simulator is not None else Simulator()
+        outputs, stats = sim.run(program.plan, program.flatten_inputs(*args))
+        wrapper.last_stats = stats
+        wrapper.last_program = program
+        return program.unflatten_outputs(outputs)
 
-    def run(self, plan: Plan, inputs: dict, rng=None) -> tuple[dict, RunStats]:
-        """Share ``inputs``, run ``plan``, reconstruct its outputs (float64 / int64)."""
-        shares = self.share_inputs(plan, inputs, rng)
-        outputs, stats = self.run_shares(plan, shares)
-        plain = {}
-        for b in plan.outputs:
-            plain[b.name] = reconstruct([outputs[rank][b.name] for rank in range(WORLD_SIZE)])
-        return plain, stats
-
-
-def _wait_all(threads: list, timeout_s: float) -> None:
-    """Join party threads; when one fails, give the others until their receive timeout to
-    stop (they fail too: their peer is gone), then raise PartyError (never wait forever)."""
-    deadline = time.monotonic() + 3 * timeout_s + 60
-    while True:
-        failed = [t for t in threads if not t.is_alive() and t.error is not None]
-        if failed:
-            grace = time.monotonic() + 2 * timeout_s + 5
-            for t in threads:
-                t.join(max(0.0, grace - time.monotonic()))
-            failed = [t for t in threads if not t.is_alive() and t.error is not None]
-            # the cause: the first party to fail of its own accord; the others failed
-            # waiting for it (a receive timeout), which on a loaded machine can come first
-            causes = [t for t in failed if not _is_peer_timeout(t.error)] or failed
-            first = min(causes, key=lambda t: (t.failed_at, t.rank))
-            err = first.error
-            if isinstance(err, PartyError):
-                raise err
-            raise PartyError(first.rank, _step_of(err), err) from err
-        if all(not t.is_alive() for t in threads):
-            return
-        if time.monotonic() > deadline:
-            raise DittoError(
-                f"simulation did not finish within {3 * timeout_s + 60:.0f} s; parties still "
-                f"running: {[t.rank for t in threads if t.is_alive()]}"
-            )
-        for t in threads:
-            if t.is_alive():
-                t.join(0.05)
-                break
-
-
-def _is_peer_timeout(err: BaseException) -> bool:
-    """Whether a party failed waiting for a peer (the link's receive timeout), not by
-    itself."""
-    return "Get data timeout" in str(err)
-
-
-def _step_of(err: BaseException) -> str:
-    text = str(err)
-    if ", step " in text:
-        return text.split(", step ", 1)[1].split(":", 1)[0]
-    return "setup"
-
-
-def __getattr__(name):
-    # ``sim_jax`` lives with the compiler front end; re-exported here lazily (the front end
-    # imports this module) so that ``ditto_spu.simulation.sim_jax`` works like SPU's.
-    if name == "sim_jax":
-        from .frontend import sim_jax
-
-        return sim_jax
-    raise AttributeError(name)
+    wrapper.last_stats = None
+    wrapper.last_program = None
+    return wrapper

@@ -15,7 +15,7 @@ from .emit import Emitted, emit, segment_text
 from .graph import CompileError, Graph, format_graph
 from .insert_casts import casts, insert_casts
 from .parse import parse_module
-from .partition import CallPart, CastPart, SegmentPart, describe_parts, partition
+from .partition import CallPart, CastPart, SegmentPart, cast_costs, describe_parts, partition
 from .select_kernels import select_kernels
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "emit",
     "format_graph",
     "describe_parts",
+    "cast_costs",
     "segment_text",
     "casts",
     "SegmentPart",

@@ -195,12 +195,12 @@ def _copts_key(copts):
 
 def spu_compile(text: str, num_inputs: int, copts=None) -> bytes:
     """Compile one segment's StableHLO with stock SPU (all inputs secret), cached: the one
-    compile helper, :func:`ditto_spu.segments.compile_stablehlo`, with its compiler options
-    (:func:`ditto_spu.segments.compiler_options`) unless ``copts`` is given."""
+    compile helper, :func:`ditto_spu.mpc.segments.compile_stablehlo`, with its compiler options
+    (:func:`ditto_spu.mpc.segments.compiler_options`) unless ``copts`` is given."""
     key = (text, _copts_key(copts))
     if key in _CODE_CACHE:
         return _CODE_CACHE[key]
-    from ditto_spu.segments import compile_stablehlo
+    from ditto_spu.mpc.segments import compile_stablehlo
 
     try:
         code = compile_stablehlo(text, num_inputs, copts)

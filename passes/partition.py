@@ -231,3 +231,47 @@ def describe_parts(graph, parts) -> str:
                 f"{d.type_str} ({graph.nodes[p.node].note})"
             )
     return "\n".join(lines)
+
+
+# Cost per element when no kernel is registered for a pair (all parties together).
+_FALLBACK_BITS = {("FM32", "FM64"): 384, ("FM64", "FM32"): 0}
+
+
+def cast_costs(graph, parts) -> list:
+    """One dict per cast: names, rings, shape, elements, kernel, bits/element, bytes (all
+    parties; from the registered kernel's ``bits_per_element``, else the fallback costs)."""
+    rows = []
+    for p in parts:
+        if not isinstance(p, CastPart):
+            continue
+        v = graph.values[p.dst]
+        numel = 1
+        for d in v.shape:
+            numel *= d
+        kernel, bits = _kernel_cost(p.src_ring, p.dst_ring)
+        rows.append(
+            {
+                "src": graph.values[p.src].label,
+                "dst": v.label,
+                "src_ring": str(p.src_ring),
+                "dst_ring": str(p.dst_ring),
+                "shape": list(v.shape),
+                "dtype": v.dtype,
+                "elements": numel,
+                "kernel": kernel,
+                "bits_per_element": bits,
+                "bytes": None if bits is None else numel * bits // 8,
+            }
+        )
+    return rows
+
+
+def _kernel_cost(src, dst):
+    from ditto_spu.errors import RingError
+    from ditto_spu.kernels.casts import find_cast_kernel
+
+    try:
+        k = find_cast_kernel(src, dst)
+    except RingError:
+        return None, _FALLBACK_BITS.get((src.field, dst.field))
+    return k.name, int(k.bits_per_element)

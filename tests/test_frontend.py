@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from ditto_spu.frontend import compile, sim_jax  # noqa: E402
+from ditto_spu.frontend import compile  # noqa: E402
 from ditto_spu.policy import Policy  # noqa: E402
 from ditto_spu.rings import FXP32, FXP64  # noqa: E402
+from ditto_spu.simulation import sim_jax  # noqa: E402
 
 
 def _load_bert_block():
@@ -175,7 +176,7 @@ def test_random_mixed_programs_match_plaintext(steps, seed):
 def test_cli_compile_function_and_mlir(capsys, tmp_path):
     import argparse
 
-    from ditto_spu import cli_compile
+    from ditto_spu.cli import compile as cli_compile
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

@@ -73,13 +73,13 @@ def test_empty_text_is_a_clear_error_before_any_work():
 def test_models_without_a_tokenizer_share_one_word_hash():
     """infer and calibrate take their ids from one tokenizer path: the same words give the
     same ids, lower-cased, punctuation apart, never the padding id 0."""
-    from ditto_spu.cli_calibrate import tokenize as calibrate_tokenize
     from ditto_spu.infer import tokenize as infer_tokenize
     from ditto_spu.models import load_model
+    from ditto_spu.models.tokens import tokenize as batch_tokenize
 
     model = load_model("tiny")
     ids, mask = infer_tokenize("tiny", model, "Hello, world hello", 6)
-    batch, _ = calibrate_tokenize("tiny", model, ["Hello, world hello"], 6)
+    batch, _ = batch_tokenize("tiny", model, ["Hello, world hello"], 6)
     np.testing.assert_array_equal(ids, batch)
     assert mask.tolist() == [[1, 1, 1, 1, 0, 0]]
     assert ids[0, 0] == ids[0, 3] and ids[0, 0] != ids[0, 1] and (ids[0, :4] > 0).all()

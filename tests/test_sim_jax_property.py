@@ -15,8 +15,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ditto_spu.frontend import sim_jax
 from ditto_spu.quant import RingOverflowError, emulate
+from ditto_spu.simulation import sim_jax
 
 FUNCTIONS = {  # jnp functions, so the exact reference below runs them in float32 too
     "add": lambda x, y: x + y,

@@ -7,7 +7,7 @@
 * :mod:`.costmodel` — LAN / WAN time model (paper settings);
 * :mod:`.report` — markdown tables and plots.
 
-The command is ``ditto-spu bench`` (:mod:`ditto_spu.cli_bench`).
+The command is ``ditto-spu bench`` (:mod:`ditto_spu.cli.bench`).
 """
 
 from .categories import CATEGORIES, categorize, split_by_category

@@ -226,7 +226,6 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
     import jax
 
     from .. import frontend
-    from ..kernels.base import registered_cast_kernels
     from ..models import load_mode
     from ..plan import KernelStep, Segment
     from ..shares import reconstruct
@@ -243,7 +242,6 @@ def bench_mode(model, mode_name: str, config: BenchConfig, ids, *, phase: Callab
     phase("reference")
     reference = np.asarray(jax.jit(fn)(*args), np.float64)
     phase("share")
-    registered_cast_kernels()  # register once, before the party threads start
     sim = Simulator(recv_timeout_s=config.recv_timeout_s)
     inputs = program.flatten_inputs(*args)
     shares = sim.share_inputs(plan, inputs, np.random.default_rng(config.seed))

@@ -4,7 +4,8 @@
 * :mod:`.wikitext` - :func:`read_wikitext`, :func:`wikitext_text`, :func:`perplexity_windows`;
 * :mod:`.text` - :func:`read_text` (any UTF-8 file), :func:`builtin_corpus`
   (``pydoc_data.topics``, deterministic train / held-out split by topic),
-  :func:`docstring_sentences` (prose of the standard library's docstrings: more training text).
+  :func:`docstring_sentences` (prose of the standard library's docstrings: more training text),
+  :func:`calibration_sentences` (N sentences spread over the documentation).
 
 Every malformed input raises an error (a :class:`~ditto_spu.errors.DittoError`) that names
 the file and line.
@@ -26,6 +27,7 @@ from .text import (
     Corpus,
     TextDataError,
     builtin_corpus,
+    calibration_sentences,
     docstring_sentences,
     random_windows,
     read_text,
@@ -54,6 +56,7 @@ __all__ = [
     "WikiArticle",
     "WikitextFormatError",
     "builtin_corpus",
+    "calibration_sentences",
     "docstring_sentences",
     "detokenize",
     "encode_examples",

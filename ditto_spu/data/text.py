@@ -277,3 +277,21 @@ def train_held_out_split(units: list[str], held_out_fraction: float = 0.1) -> tu
     if len(units) >= 2 and (not held or not train):
         held, train = units[-1:], units[:-1]
     return train, held
+
+
+def calibration_sentences(n: int, *, min_words: int = 6, max_words: int = 40) -> list[str]:
+    """N sentences of English prose from Python's documentation (``pydoc_data.topics``),
+    spread evenly over all topics, deterministic: calibration texts that need no download."""
+    from pydoc_data.topics import topics
+
+    sentences = []
+    for key in sorted(topics):
+        text = re.sub(r"\s+", " ", topics[key])
+        for s in re.split(r"(?<=[.!?])\s+", text):
+            words = s.split()
+            if min_words <= len(words) <= max_words and re.match(r"^[A-Z][a-z]", s) and not re.search(r"[>{}=|]", s):
+                sentences.append(s)
+    if not sentences:
+        raise TextDataError("pydoc_data.topics has no usable sentences")
+    step = max(1, len(sentences) // max(n, 1))
+    return [sentences[(i * step) % len(sentences)] for i in range(n)]

@@ -12,10 +12,9 @@ import time
 from multiprocessing.connection import Client, wait
 
 from ..errors import DittoError, PartyError
+from ..mpc.stats import RunStats
 from ..plan import Plan
-from ..shares import reconstruct
-from ..simulation import share_plan_inputs
-from ..stats import RunStats
+from ..shares import reconstruct, share_plan_inputs
 from .config import DeploymentConfig
 from .wire import WireError, recv_message, send_message
 

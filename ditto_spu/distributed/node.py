@@ -157,8 +157,8 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
     try:
         from spu import libspu
 
+        from ..mpc.runtime import PartyRuntime
         from ..plan import Plan
-        from ..runtime import PartyRuntime
 
         if not isinstance(msg.get("plan"), bytes) or not isinstance(msg.get("inputs"), dict):
             raise DittoError(f"node {rank}: a run request needs 'plan' (bytes) and 'inputs' (shares by name)")

@@ -14,7 +14,7 @@ The header is the message with every array replaced by a reference to a buffer:
 * ``{"$bytes": i}`` — a byte string (e.g. a serialized Plan, itself JSON);
 * ``{"$ashare": {"ring": "FXP32[f=8]", "dtype": "float16", "shape": [..], "components": <array>}}``
   — one party's share, rebuilt and validated by :class:`~ditto_spu.shares.AShare`;
-* ``{"$step": {...}}`` — a :class:`~ditto_spu.runtime.StepStats` (known fields only).
+* ``{"$step": {...}}`` — a :class:`~ditto_spu.mpc.runtime.StepStats` (known fields only).
 
 and a top-level ``"buffers"`` list with every buffer's byte length, in order.
 :func:`decode` checks all of it — top-level ``type`` against what the receiver expects,
@@ -35,8 +35,8 @@ import struct
 import numpy as np
 
 from ..errors import DittoError
+from ..mpc.runtime import StepStats
 from ..rings import RingSpec
-from ..runtime import StepStats
 from ..shares import AShare
 
 MAX_HEADER_BYTES = 64 << 20

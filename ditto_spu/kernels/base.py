@@ -1,21 +1,19 @@
-"""Kernel vocabulary: the party context, counted message exchange, and the registry.
+"""Kernel vocabulary: the party context, counted message exchange, the cast-kernel protocol.
 
 A kernel is protocol code run by all three parties in lock step. It receives a
 :class:`PartyContext` (rank, counted link, pairwise PRG, stats, checked flag) and never
-touches SPU runtimes. Cast kernels are registered per (source ring, destination ring)
-pattern and looked up with :func:`find_cast_kernel`.
+touches SPU runtimes. The registries are :mod:`.casts` (cast kernels per (source ring,
+destination ring) pattern) and :mod:`.registry` (call kernels by name); kernel modules
+import this module only, so the registries sit above every kernel.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from typing import Callable, Protocol
 
 import numpy as np
 
-from ..errors import RingError
 from ..rings import RingSpec
 from ..shares import AShare
 
@@ -145,84 +143,12 @@ class CastKernel(Protocol):
         ...
 
 
-_REGISTRY: list = []
-
-
-def register_cast_kernel(kernel) -> object:
-    """Add a kernel to the registry (later registrations win over earlier ones)."""
-    _REGISTRY.insert(0, kernel)
-    return kernel
-
-
-_CALL_KERNELS: dict = {}
-
-
-def register_call_kernel(name: str, fn) -> object:
-    """Register an n-ary kernel ``fn(ctx, [AShare...], params) -> [AShare...]`` by name."""
-    _CALL_KERNELS[name] = fn
-    return fn
-
-
-def find_call_kernel(name: str):
-    _ensure_builtin_kernels()
-    try:
-        return _CALL_KERNELS[name]
-    except KeyError:
-        raise RingError(
-            f"no registered kernel named {name!r}; registered: {sorted(_CALL_KERNELS)}"
-        ) from None
-
-
-def registered_cast_kernels() -> list:
-    _ensure_builtin_kernels()
-    return list(_REGISTRY)
-
-
-def find_cast_kernel(src: RingSpec, dst: RingSpec):
-    """The kernel that converts ``src`` to ``dst``; RingError naming both if none."""
-    _ensure_builtin_kernels()
-    for k in _REGISTRY:
-        if k.applies(src, dst):
-            return k
-    raise RingError(
-        f"no registered cast kernel converts {src} to {dst}; registered: "
-        + ", ".join(k.name for k in _REGISTRY)
-    )
-
-
 def round_to_destination(x, src: RingSpec, dst: RingSpec, round_nearest: Callable):
     """The semantics of a cast kernel whose error is centred within ±1.5 ulps of the
     destination (downcast, rescale down, upcast to fewer fraction bits): ``x`` rounded to
     the destination grid (the mean of the protocol's result); exact when ``dst`` has at
     least ``src``'s fraction bits."""
     return round_nearest(x, dst.frac_bits) if dst.frac_bits < src.frac_bits else x
-
-
-def run_cast(ctx: PartyContext, share: AShare, dst: RingSpec) -> KernelResult:
-    """Find and run the cast kernel for ``share.ring -> dst``, measuring its cost."""
-    kernel = find_cast_kernel(share.ring, dst)
-    before = ctx.link.stats.snapshot()
-    t0 = time.perf_counter()
-    out = kernel(ctx, share, dst)
-    seconds = time.perf_counter() - t0
-    return KernelResult(out, ctx.link.stats.since(before), seconds)
-
-
-_BUILTINS_LOADED = False
-_BUILTINS_LOCK = threading.Lock()
-
-
-def _ensure_builtin_kernels() -> None:
-    # Party threads look kernels up concurrently: load the built-ins exactly once, and
-    # let nobody see a half-filled registry.
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    with _BUILTINS_LOCK:
-        if not _BUILTINS_LOADED:
-            from . import divide, downcast, exp_taylor, local_sum, matmul, multiply, reduce_max, rescale, rsqrt, upcast  # noqa: F401  (registration side effect)
-
-            _BUILTINS_LOADED = True
 
 
 def as_array(data: bytes, dtype, shape) -> np.ndarray:

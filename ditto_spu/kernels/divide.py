@@ -58,7 +58,7 @@ import numpy as np
 from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
-from .base import PartyContext, register_call_kernel
+from .base import PartyContext
 from .compare import multiply_sum
 from .multiply import multiply
 from .normalize import (
@@ -178,6 +178,3 @@ def divide_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     r = product(r, factor)
     r_row = AShare(ring, tuple(a.shape), a.dtype, np.broadcast_to(r.reshape(target + (2,)), tuple(a.shape) + (2,)))
     return multiply(ctx, [a, r_row], {})
-
-
-register_call_kernel(NAME, divide_calibrated)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel, round_to_destination
+from .base import round_to_destination
 from .rss import add_public_to_s0, frac_bits_of, open_for_check, require_within, shift_left, shift_right
 
 MAX_RIGHT_SHIFT = 32
@@ -113,4 +113,4 @@ class DowncastFXP64ToFXP32:
         )
 
 
-downcast_fxp64_to_fxp32 = register_cast_kernel(DowncastFXP64ToFXP32())
+downcast_fxp64_to_fxp32 = DowncastFXP64ToFXP32()

@@ -54,7 +54,8 @@ import numpy as np
 from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import PartyContext, register_call_kernel, run_cast
+from .base import PartyContext
+from .casts import run_cast
 from .multiply import multiply
 from .rss import add_public_to_s0, open_for_check
 
@@ -133,6 +134,3 @@ def _check_input(ctx: PartyContext, x: AShare) -> None:
             f"[{lowest_valid_input():g}, {HIGHEST_VALID_INPUT:g}] (the softmax's x − max(x) after its cut-off); the program "
             "that selected it does not guarantee that — this is a compiler bug, please report it"
         )
-
-
-register_call_kernel(NAME, exp_taylor_fxp32)

@@ -34,7 +34,8 @@ import numpy as np
 from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
-from .base import PartyContext, register_call_kernel, run_cast
+from .base import PartyContext
+from .casts import run_cast
 from .ring_matmul import batched_operands, dot_general_u32
 from .rss import open_for_check, require_product_fits, reshare
 
@@ -150,6 +151,3 @@ def _check_product_range(ctx: PartyContext, x: AShare, y: AShare, dims) -> None:
         ctx, np.matmul(a, b), x.ring, kernel=NAME,
         advice="use fewer fraction bits for this layer (calibrate) or FXP64",
     )
-
-
-register_call_kernel(NAME, matmul_fxp32)

@@ -50,7 +50,8 @@ import numpy as np
 from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import PartyContext, register_call_kernel, run_cast
+from .base import PartyContext
+from .casts import run_cast
 from .rss import open_for_check, require_product_fits, reshare
 
 NAME = "multiply"
@@ -119,6 +120,3 @@ def _check_range(ctx: PartyContext, exact_scaled: np.ndarray, ring: RingSpec) ->
     require_product_fits(
         ctx, exact_scaled, ring, kernel=NAME, advice="use fewer fraction bits for this scope (calibrate) or a wider ring"
     )
-
-
-register_call_kernel(NAME, multiply)

@@ -32,7 +32,7 @@ from ..errors import RangeError
 from ..rings import RingSpec
 from ..semantics.report import range_kind
 from ..shares import AShare
-from .base import run_cast
+from .casts import run_cast
 from .compare import bit_injection, msb, msb_rounds, not_gate, reduce_components
 from .rss import add_public_to_s0, open_for_check
 

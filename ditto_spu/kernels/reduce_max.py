@@ -53,7 +53,7 @@ from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..semantics.report import bound_kind
 from ..shares import AShare, is_fixed_point
-from .base import PartyContext, register_call_kernel
+from .base import PartyContext
 from .compare import (
     BoolShare,
     and_gates,
@@ -222,7 +222,3 @@ def clamp_reduced_ring(ctx: PartyContext, inputs: list, params: dict) -> list:
     keep = bit_injection(ctx, not_gate(ctx, below), x.ring.dtype).reshape(shifted.shape)
     out = add_public_to_s0(multiply_sum(ctx, keep, shifted), ctx.rank, c_scaled)
     return [AShare(x.ring, x.shape, x.dtype, out)]
-
-
-register_call_kernel(MAX_NAME, max_reduced_ring)
-register_call_kernel(CLAMP_NAME, clamp_reduced_ring)

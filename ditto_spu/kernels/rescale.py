@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel, round_to_destination
+from .base import round_to_destination
 from .rss import frac_bits_of, open_for_check, require_within, shift_left
 from .wrap import exact_convert
 
@@ -154,25 +154,11 @@ class RescaleDown:
         return AShare(dst, share.shape, share.dtype, components)
 
 
-rescale_more_frac_bits = register_cast_kernel(RescaleUp())
-rescale_fewer_frac_bits_fxp32_w8 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp32_w8", "FM32", 1, 8, word_bits=8)
-)
-rescale_fewer_frac_bits_fxp32_w16 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp32_w16", "FM32", 9, 16, word_bits=16)
-)
-rescale_fewer_frac_bits_fxp32 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp32", "FM32", 17, 28, word_bits=32)
-)
-rescale_fewer_frac_bits_fxp64_w8 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp64_w8", "FM64", 1, 8, word_bits=8)
-)
-rescale_fewer_frac_bits_fxp64_w16 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp64_w16", "FM64", 9, 16, word_bits=16)
-)
-rescale_fewer_frac_bits_fxp64 = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp64", "FM64", 17, 32, word_bits=32)
-)
-rescale_fewer_frac_bits_fxp64_wide = register_cast_kernel(
-    RescaleDown("rescale_fewer_frac_bits_fxp64_wide", "FM64", 33, 60, word_bits=64)
-)
+rescale_more_frac_bits = RescaleUp()
+rescale_fewer_frac_bits_fxp32_w8 = RescaleDown("rescale_fewer_frac_bits_fxp32_w8", "FM32", 1, 8, word_bits=8)
+rescale_fewer_frac_bits_fxp32_w16 = RescaleDown("rescale_fewer_frac_bits_fxp32_w16", "FM32", 9, 16, word_bits=16)
+rescale_fewer_frac_bits_fxp32 = RescaleDown("rescale_fewer_frac_bits_fxp32", "FM32", 17, 28, word_bits=32)
+rescale_fewer_frac_bits_fxp64_w8 = RescaleDown("rescale_fewer_frac_bits_fxp64_w8", "FM64", 1, 8, word_bits=8)
+rescale_fewer_frac_bits_fxp64_w16 = RescaleDown("rescale_fewer_frac_bits_fxp64_w16", "FM64", 9, 16, word_bits=16)
+rescale_fewer_frac_bits_fxp64 = RescaleDown("rescale_fewer_frac_bits_fxp64", "FM64", 17, 32, word_bits=32)
+rescale_fewer_frac_bits_fxp64_wide = RescaleDown("rescale_fewer_frac_bits_fxp64_wide", "FM64", 33, 60, word_bits=64)

@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import PlanError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
-from .base import PartyContext, register_call_kernel
+from .base import PartyContext
 from .compare import multiply_sum
 from .normalize import (
     exponent_bits,
@@ -134,6 +134,3 @@ def rsqrt_calibrated(ctx: PartyContext, inputs: list, params: dict) -> list:
     r = add_public_to_s0(truncate(ctx, acc, ring, shape, x.dtype, f), ctx.rank, math.trunc(POLY_CONST * 2.0**f))
     out = truncate(ctx, multiply_sum(ctx, r, comp_sh), ring, shape, x.dtype, f)
     return [AShare(ring, shape, x.dtype, out)]
-
-
-register_call_kernel(NAME, rsqrt_calibrated)

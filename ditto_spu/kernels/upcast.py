@@ -34,7 +34,7 @@ from typing import Callable
 
 from ..rings import RingSpec
 from ..shares import AShare
-from .base import register_cast_kernel, round_to_destination
+from .base import round_to_destination
 from .rss import frac_bits_of, open_for_check, require_within
 from .wrap import exact_convert
 
@@ -126,5 +126,5 @@ class UpcastFXP32ToFXP64FewerFracBits(_UpcastBase):
         return src.field == "FM32" and dst.field == "FM64" and dst.frac_bits < src.frac_bits
 
 
-upcast_fxp32_to_fxp64 = register_cast_kernel(UpcastFXP32ToFXP64())
-upcast_fxp32_to_fxp64_fewer_frac_bits = register_cast_kernel(UpcastFXP32ToFXP64FewerFracBits())
+upcast_fxp32_to_fxp64 = UpcastFXP32ToFXP64()
+upcast_fxp32_to_fxp64_fewer_frac_bits = UpcastFXP32ToFXP64FewerFracBits()

@@ -113,7 +113,7 @@ class Arithmetic:
         emulation (declared next to its protocol) says what it computes."""
         if src == dst:
             return x
-        from ..kernels.base import find_cast_kernel
+        from ..kernels.casts import find_cast_kernel
 
         x = find_cast_kernel(src, dst).emulate(x, src, dst, self.round_nearest)
         return self.fit(x, dst, scope, "cast")

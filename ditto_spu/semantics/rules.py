@@ -11,7 +11,7 @@ compiler (:mod:`passes.annotate_rings`) and by the interpreter of
 * an op defining no float (``compare``, float → int ``convert``) runs in the widest ring
   of its float operands;
 * an operand living in another ring reaches the op through a cast (a registered cast
-  kernel, :func:`ditto_spu.kernels.base.find_cast_kernel`); public constants are encoded
+  kernel, :func:`ditto_spu.kernels.casts.find_cast_kernel`); public constants are encoded
   in the ring of the op that uses them.
 
 ``scope`` is jax's name stack plus the op's name as the StableHLO location carries it

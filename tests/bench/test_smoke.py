@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from ditto_spu import cli_bench
 from ditto_spu.bench.categories import CATEGORIES
+from ditto_spu.cli import bench as cli_bench
 
 MODES = ("puma", "mpcformer", "ditto")
 

@@ -15,6 +15,7 @@ from ditto_spu.distill.checkpoint import CheckpointError, read_checkpoint_meta
 from ditto_spu.distill.optim import decay_mask, warmup_linear_schedule
 from ditto_spu.distill.student import HashTokenizer, VocabSubset, encode_texts, teacher_forward
 from ditto_spu.distill.trainer import Batches, DistillConfig, Distiller
+from ditto_spu.errors import DittoError
 from ditto_spu.models import load_model
 
 SEQ = 16
@@ -149,10 +150,10 @@ def test_resume_with_other_settings_is_refused(distiller, tiny, data, tmp_path):
 
 
 def test_cli_distill_then_eval(tmp_path, capsys):
-    from ditto_spu import cli_distill
+    from ditto_spu.cli.main import main as cli_main
 
     out = tmp_path / "run"
-    rc = cli_distill.main(["distill", "--teacher", "tiny", "--mode", "ditto", "--data", "builtin", "--out", str(out),
+    rc = cli_main(["distill", "--teacher", "tiny", "--mode", "ditto", "--data", "builtin", "--out", str(out),
                            "--stage1-steps", "2", "--stage2-steps", "0", "--seq-len", "12", "--batch-size", "4",
                            "--max-train", "8", "--max-held-out", "4", "--skip-eval", "--no-progress", "--init", "teacher"])
     assert rc == 0
@@ -169,7 +170,7 @@ def test_cli_distill_then_eval(tmp_path, capsys):
     assert settings.mode == "ditto" and settings.teacher == "tiny" and settings.policy == Policy()
     assert settings.source.endswith("ditto_spu.json")
     capsys.readouterr()
-    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
+    rc = cli_main(["eval", "--teacher", "tiny", "--student", str(out), "--mode", "ditto", "--data", "builtin",
                            "--backend", "fast", "--num", "4", "--seq-len", "12"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["examples"] == 4
@@ -177,7 +178,7 @@ def test_cli_distill_then_eval(tmp_path, capsys):
     assert report["cosine_after"] != report["cosine_before"]
     # the secure check: the student's 3-party run against its emulation and the teacher
     # (mode and policy taken from the student's directory)
-    rc = cli_distill.main(["eval", "--teacher", "tiny", "--student", str(out), "--data", "builtin",
+    rc = cli_main(["eval", "--teacher", "tiny", "--student", str(out), "--data", "builtin",
                            "--num", "2", "--seq-len", "12", "--secure", "1"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["secure_examples"] == 1 and report["mode"] == "ditto"
@@ -198,39 +199,40 @@ def test_quad_gelu_refit_shrinks_the_ffn_gap(tiny, data):
 def test_cli_data_specs_glue_file_builtin(tmp_path):
     from pathlib import Path
 
-    from ditto_spu import cli_distill
+    from ditto_spu.distill import run as distill_run
 
     glue_dir = Path(__file__).resolve().parents[1] / "data" / "glue" / "RTE"
-    spec = cli_distill._parse_data(f"glue:RTE:{glue_dir}")
-    train, dev, desc = cli_distill._texts(spec, 16, HashTokenizer(64))
+    spec = distill_run.parse_data_spec(f"glue:RTE:{glue_dir}")
+    train, dev, desc = distill_run.training_data(spec, 16, HashTokenizer(64))
     assert (len(train), len(dev)) == (4, 3) and dev.labels.tolist() == [1, 0, 1]
     assert train.token_type_ids.max() == 1 and "RTE" in desc
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(f"This is sentence number {i} of a small corpus." for i in range(20)))
-    train, held, _ = cli_distill._texts(cli_distill._parse_data(str(text)), 16, HashTokenizer(64))
+    train, held, _ = distill_run.training_data(distill_run.parse_data_spec(str(text)), 16, HashTokenizer(64))
     assert len(train) + len(held) == 20 and len(held) >= 1
-    with pytest.raises(Exception, match="glue:TASK:DIR"):
-        cli_distill._parse_data("glue:RTE")
+    with pytest.raises(DittoError, match="glue:TASK:DIR"):
+        distill_run.parse_data_spec("glue:RTE")
 
 
 def test_cli_eval_reports_gpt2_perplexity(tmp_path, capsys):
-    from ditto_spu import cli_distill
+    from ditto_spu.cli.main import main as cli_main
+    from ditto_spu.distill import run as distill_run
     from ditto_spu.metrics import perplexity, token_nll
 
     out = tmp_path / "run"
-    rc = cli_distill.main(["distill", "--teacher", "tiny-gpt2", "--mode", "ditto", "--data", "builtin", "--out",
+    rc = cli_main(["distill", "--teacher", "tiny-gpt2", "--mode", "ditto", "--data", "builtin", "--out",
                            str(out), "--stage1-steps", "3", "--stage2-steps", "3", "--seq-len", "12",
                            "--batch-size", "4", "--max-train", "8", "--max-held-out", "4", "--skip-eval",
                            "--no-progress", "--init", "teacher"])
     assert rc == 0
     capsys.readouterr()
-    rc = cli_distill.main(["eval", "--teacher", "tiny-gpt2", "--student", str(out), "--mode", "ditto", "--data",
+    rc = cli_main(["eval", "--teacher", "tiny-gpt2", "--student", str(out), "--mode", "ditto", "--data",
                            "builtin", "--backend", "fast", "--num", "4", "--seq-len", "12"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["examples"] == 4
     # the teacher's perplexity, computed here from the stock model's own logits
     teacher = load_model("tiny-gpt2")
-    _, held, _ = cli_distill._texts(cli_distill._parse_data("builtin"), 12, HashTokenizer(512), max_train=0, max_held=4)
+    _, held, _ = distill_run.training_data(distill_run.parse_data_spec("builtin"), 12, HashTokenizer(512), max_train=0, max_held=4)
     logits = np.asarray(teacher(held.input_ids, attention_mask=held.attention_mask).logits)
     m = held.attention_mask.astype(bool)
     nll, n = token_nll(logits[:, :-1], held.input_ids[:, 1:], m[:, 1:] & m[:, :-1])
@@ -296,7 +298,8 @@ def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
     """``eval`` (and distill's held-out summary, same helper) report the semantic-search
     metrics vs the FP32 teacher, before and after, in range; None on < 3 sentences. The
     student: the tiny teacher's weights, perturbed (no distillation run: keeps this fast)."""
-    from ditto_spu import cli_distill
+    from ditto_spu.cli.main import main as cli_main
+    from ditto_spu.distill import run as distill_run
     from ditto_spu.distill.trainer import save_student
 
     teacher = load_model("tiny")  # what eval --teacher tiny loads (seed 0)
@@ -305,7 +308,7 @@ def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
     save_student(teacher, params, tmp_path / "student")
     argv = ["eval", "--teacher", "tiny", "--student", str(tmp_path / "student"), "--mode", "ditto", "--data",
             "builtin", "--backend", "fast", "--seq-len", "12"]
-    rc = cli_distill.main(argv + ["--num", "5"])
+    rc = cli_main(argv + ["--num", "5"])
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert rc == 0 and report["examples"] == 5 and "cosine_after" in report
@@ -314,14 +317,14 @@ def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
         assert -1 <= report[f"similarity_spearman_{when}"] <= 1
     assert report["similarity_spearman_after"] != report["similarity_spearman_before"]
     assert "top-1 neighbour agreement" in captured.err and "Spearman" in captured.err
-    rc = cli_distill.main(argv + ["--num", "2"])
+    rc = cli_main(argv + ["--num", "2"])
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert rc == 0 and report["neighbour_agreement_after"] is None and report["similarity_spearman_after"] is None
     assert "cosine_after" in report and "at least 3 sentences" in captured.err
     # the keys distill's held-out summary gets
     emb = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
-    keys = cli_distill._task_metrics(emb, {"before": emb, "after": emb[::-1]}, prefix="held_out_")
+    keys = distill_run.task_metrics(emb, {"before": emb, "after": emb[::-1]}, prefix="held_out_")
     assert keys["held_out_neighbour_agreement_before"] == 1.0
     assert keys["held_out_similarity_spearman_before"] == pytest.approx(1.0)
     assert set(keys) == {f"held_out_{m}_{w}" for m in ("neighbour_agreement", "similarity_spearman")
@@ -329,17 +332,17 @@ def test_cli_eval_reports_neighbour_metrics(tmp_path, capsys):
 
 
 def test_cli_extra_text_adds_training_sentences_only(tmp_path):
-    from ditto_spu import cli_distill
+    from ditto_spu.distill import run as distill_run
 
-    builtin = cli_distill._parse_data("builtin")
-    train0, held0, _ = cli_distill._texts(builtin, 16, HashTokenizer(64))
+    builtin = distill_run.parse_data_spec("builtin")
+    train0, held0, _ = distill_run.training_data(builtin, 16, HashTokenizer(64))
     extra = tmp_path / "more.txt"
     held_sentence = __import__("ditto_spu.data", fromlist=["builtin_corpus"]).builtin_corpus().held_out[0]
     extra.write_text(f"An extra training sentence for the student.\n\n{held_sentence}\n", encoding="utf-8")
-    train, held, desc = cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text=str(extra))
+    train, held, desc = distill_run.training_data(builtin, 16, HashTokenizer(64), extra_text=str(extra))
     assert len(train) == len(train0) + 1 and "+1 sentences" in desc  # the held-out sentence is not added
     assert (held.input_ids == held0.input_ids).all()
-    train, held, desc = cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text="stdlib")
+    train, held, desc = distill_run.training_data(builtin, 16, HashTokenizer(64), extra_text="stdlib")
     assert len(train) > 5 * len(train0) and (held.input_ids == held0.input_ids).all()
-    with pytest.raises(SystemExit, match="extra-text"):
-        cli_distill._texts(builtin, 16, HashTokenizer(64), extra_text=str(tmp_path / "missing.txt"))
+    with pytest.raises(DittoError, match="extra-text"):
+        distill_run.training_data(builtin, 16, HashTokenizer(64), extra_text=str(tmp_path / "missing.txt"))

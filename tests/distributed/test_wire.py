@@ -15,8 +15,8 @@ import pytest
 from ditto_spu.distributed.config import ConfigError, load_config
 from ditto_spu.distributed.driver import ping, shutdown
 from ditto_spu.distributed.wire import WireError, decode, encode
+from ditto_spu.mpc.runtime import StepStats
 from ditto_spu.rings import RingSpec
-from ditto_spu.runtime import StepStats
 from ditto_spu.shares import AShare
 
 from .nodes import Nodes, write_config

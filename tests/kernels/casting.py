@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from threeparty import run_three_parties
 
-from ditto_spu.kernels.base import CommStats, PartyContext, run_cast
+from ditto_spu.kernels.base import CommStats, PartyContext
+from ditto_spu.kernels.casts import run_cast
 from ditto_spu.rings import RingSpec
 from ditto_spu.shares import AShare, reconstruct_elements, share_ring_elements
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ditto_spu.errors import RangeError
-from ditto_spu.kernels.base import find_cast_kernel
+from ditto_spu.kernels.casts import find_cast_kernel
 from ditto_spu.kernels.downcast import downcast_fxp64_to_fxp32 as kernel
 from ditto_spu.rings import FXP32, FXP64
 from ditto_spu.shares import reconstruct, share_values

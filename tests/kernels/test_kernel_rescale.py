@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from threeparty import PadDouble, RecordingLink, assert_views_alike, fixed_view_shares, run_three_parties, zero_pads
 
 from ditto_spu.errors import RangeError, RingError
-from ditto_spu.kernels.base import find_cast_kernel, registered_cast_kernels, run_cast
+from ditto_spu.kernels.casts import find_cast_kernel, registered_cast_kernels, run_cast
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.kernels.rescale import (
     rescale_fewer_frac_bits_fxp32,

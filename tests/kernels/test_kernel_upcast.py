@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ditto_spu.errors import RangeError
-from ditto_spu.kernels.base import find_cast_kernel
+from ditto_spu.kernels.casts import find_cast_kernel
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.kernels.upcast import (
     upcast_fxp32_to_fxp64 as exact_kernel,

@@ -20,7 +20,7 @@ from casting import share_scaled
 from scipy.stats import ks_2samp
 from threeparty import RecordingLink, run_three_parties
 
-from ditto_spu.kernels.base import run_cast
+from ditto_spu.kernels.casts import run_cast
 from ditto_spu.kernels.prg import PairwisePRG
 from ditto_spu.rings import FXP32, FXP64
 

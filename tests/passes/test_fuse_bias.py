@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ditto_spu.frontend import sim_jax
 from ditto_spu.plan import KernelCall, Segment
 from ditto_spu.policy import Policy
+from ditto_spu.simulation import sim_jax
 from passes import compile_stablehlo
 
 DENSE = """

@@ -123,7 +123,7 @@ def test_tiny_bert_ditto_calibration_round_trips(tmp_path):
 
 
 def test_cli_calibrate(tmp_path, capsys):
-    from ditto_spu import cli_calibrate
+    from ditto_spu.cli import calibrate as cli_calibrate
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
@@ -140,9 +140,9 @@ def test_cli_calibrate(tmp_path, capsys):
     assert any(r.field == "FM32" and r.frac_bits != 8 for r in pol.rings)
 
 
-def test_builtin_texts_are_english_sentences():
-    from ditto_spu.cli_calibrate import builtin_texts
+def test_calibration_sentences_are_english_sentences():
+    from ditto_spu.data import calibration_sentences
 
-    texts = builtin_texts(5)
+    texts = calibration_sentences(5)
     assert len(texts) == 5 and len(set(texts)) == 5
     assert all(t[0].isupper() and len(t.split()) >= 6 for t in texts)

@@ -1,4 +1,4 @@
-"""The emulator against a secure 3-party run (ditto_spu.frontend.sim_jax) of the same policy.
+"""The emulator against a secure 3-party run (ditto_spu.simulation.sim_jax) of the same policy.
 
 The emulator rounds where SPU truncates probabilistically (each truncation within ±1 ulp of
 round-to-nearest), so the two agree within a few ulps of the output's ring, propagated:
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ditto_spu import frontend
+from ditto_spu import frontend, simulation
 from ditto_spu.policy import Policy
 from ditto_spu.quant import emulate
 
@@ -45,7 +45,7 @@ def _args(seed=0):
 
 def test_emulator_agrees_with_secure_run():
     args = _args()
-    secure = frontend.sim_jax(block, POLICY)(*args)
+    secure = simulation.sim_jax(block, POLICY)(*args)
     program = frontend.compile(block, *args, policy=POLICY, compile_segments=False)
     assert {str(r) for r in program.plan.rings} == {"FXP32[f=12]", "FXP32[f=10]", "FXP64[f=18]"}
     emulated = emulate(block, POLICY).evaluate(*args)
@@ -77,7 +77,7 @@ def test_wrapped_product_matches_secure_run():
     # Products at scale 2^28 wrap mod 2^32: 15 -> -1, -15 -> 1. (Only wrapped elements that land
     # inside SPU's safe range ±2^30 are deterministic: the truncation protocol assumes it.)
     a, b = np.array([3.75, 1.5, -5.0], np.float16), np.array([4.0, 1.0, 3.0], np.float16)
-    secure = np.asarray(frontend.sim_jax(f, pol, check_ranges=False)(a, b), np.float64)
+    secure = np.asarray(simulation.sim_jax(f, pol, check_ranges=False)(a, b), np.float64)
     emulated = emulate(f, pol).evaluate(a, b)
     np.testing.assert_allclose(emulated, [-1.0, 1.5, 1.0], atol=0)
     assert np.abs(emulated - secure).max() <= 2.0**-14

@@ -90,7 +90,7 @@ def test_demo_quotes_qad_figures_from_the_shipped_results():
 def test_bad_sequence_lengths_and_function_specs_are_clear_errors():
     import pytest
 
-    from ditto_spu.cli_compile import load_function
+    from ditto_spu.cli.compile import load_function
     from ditto_spu.errors import DittoError
     from ditto_spu.infer import secure_inference
     from ditto_spu.models import load_model
@@ -110,8 +110,8 @@ def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
     import pytest
 
     from ditto_spu.errors import DittoError
-    from ditto_spu.runtime import StepStats
-    from ditto_spu.stats import RunStats
+    from ditto_spu.mpc.runtime import StepStats
+    from ditto_spu.mpc.stats import RunStats
 
     measured = StepStats("k", "cast", "FXP32->FXP64", 0.1, 100, 100, 1)
     unmeasured = StepStats("s", "segment", "FXP64[f=18]", 0.1, None, None, None)
@@ -121,7 +121,7 @@ def test_totals_over_unmeasured_segments_raise_instead_of_reporting_zero():
 
 
 def test_plan_wall_leaves_out_the_slowest_link_set_up():
-    from ditto_spu.stats import RunStats
+    from ditto_spu.mpc.stats import RunStats
 
     assert RunStats(2.0, [[]] * 3, [0] * 3, [0.5, 1.25, 0.25]).plan_wall_s == 0.75
     assert RunStats(2.0, [[]] * 3).plan_wall_s == 2.0  # simulator: links exist before the plan

@@ -8,9 +8,9 @@ import pytest
 
 from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
 from ditto_spu.errors import PartyError, PlanError
+from ditto_spu.mpc.segments import segment_from_jax
 from ditto_spu.plan import InputBinding, OutputBinding, Plan, VarInfo
 from ditto_spu.rings import FXP32, FXP64
-from ditto_spu.segments import segment_from_jax
 from ditto_spu.shares import share_values
 from ditto_spu.simulation import Simulator
 
@@ -135,7 +135,7 @@ def test_a_failing_party_stops_the_run_promptly_and_is_named(bad, slow, monkeypa
     its peers' receives time out waiting for it before it fails."""
     import threading
 
-    from ditto_spu.runtime import PartyRuntime
+    from ditto_spu.mpc.runtime import PartyRuntime
 
     if slow:
         original = PartyRuntime.run
@@ -162,7 +162,7 @@ def test_runtime_reports_missing_variable():
 
     from spu import libspu
 
-    from ditto_spu.runtime import PartyRuntime
+    from ditto_spu.mpc.runtime import PartyRuntime
 
     desc = libspu.link.Desc()
     for r in range(3):

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ditto_spu import frontend
+from ditto_spu import frontend, simulation
 from ditto_spu.distill.fakequant import fake_quant
 from ditto_spu.metrics import relative_l2 as rel_l2
 from ditto_spu.models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
@@ -143,7 +143,7 @@ def case(name):
 def secure_runs(name):
     """Two secure runs of the same input (SPU's truncation randomness differs)."""
     fn, args, policy = case(name)
-    run = frontend.sim_jax(fn, policy)
+    run = simulation.sim_jax(fn, policy)
     return [_leaves(run(*args)) for _ in range(2)]
 
 

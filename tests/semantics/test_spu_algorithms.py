@@ -101,7 +101,7 @@ def _xla_segment(ring, fn, example_args, input_names, output_names) -> Segment:
     from spu import api as spu_api
     from spu import libspu
 
-    from ditto_spu.segments import compiler_options
+    from ditto_spu.mpc.segments import compiler_options
 
     lowered = jax.jit(fn, keep_unused=True).lower(*example_args)
     source = libspu.CompilationSource(
@@ -114,7 +114,7 @@ def _xla_segment(ring, fn, example_args, input_names, output_names) -> Segment:
 
 
 def _build_plan(ring: RingSpec, inputs: dict):
-    from ditto_spu.segments import segment_from_stablehlo
+    from ditto_spu.mpc.segments import segment_from_stablehlo
 
     in_names = list(inputs)
     ops = _ops_for(inputs)

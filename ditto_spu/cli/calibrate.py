@@ -16,42 +16,8 @@ embedding, not from which ids the words receive.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
-
-
-def builtin_texts(n: int, *, min_words: int = 6, max_words: int = 40) -> list:
-    """N sentences of English prose from Python's documentation (``pydoc_data.topics``),
-    spread over the topics, deterministic."""
-    from pydoc_data.topics import topics
-
-    sentences = []
-    for key in sorted(topics):
-        text = re.sub(r"\s+", " ", topics[key])
-        for s in re.split(r"(?<=[.!?])\s+", text):
-            words = s.split()
-            if min_words <= len(words) <= max_words and re.match(r"^[A-Z][a-z]", s) and not re.search(r"[>{}=|]", s):
-                sentences.append(s)
-    if not sentences:
-        raise RuntimeError("pydoc_data.topics has no usable sentences")
-    step = max(1, len(sentences) // max(n, 1))
-    return [sentences[(i * step) % len(sentences)] for i in range(n)]
-
-
-def read_texts(path) -> list:
-    lines = [line.strip() for line in Path(path).read_text().splitlines()]
-    texts = [line for line in lines if line]
-    if not texts:
-        raise ValueError(f"{path} holds no text lines")
-    return texts
-
-
-def tokenize(model_name: str, model, texts, seq_len: int):
-    """(ids, attention_mask), each (len(texts), seq_len): :func:`ditto_spu.models.tokens.tokenize`."""
-    from .models.tokens import tokenize as tokenize_texts
-
-    return tokenize_texts(model_name, model, texts, seq_len)
 
 
 def _parse_bits(text: str) -> list:
@@ -89,35 +55,23 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from ..data import calibration_sentences, read_text
+    from ..models.calibration import calibrate_model
 
-    from .models import load_mode, load_model, one_hot_ids, prepare_params, secure_forward
-    from .policy import load_policy
-    from .quant import calibrate_detailed
+    def err(msg):
+        print(msg, file=sys.stderr, flush=True)
 
-    err = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    texts = read_texts(args.texts) if args.texts else builtin_texts(args.builtin_texts or 8)
-    mode = load_mode(args.mode)
-    if not mode.dtypes.mixed:
-        err(f"ditto-spu calibrate: mode {mode.name!r} has no low-precision (FXP32) part; nothing to calibrate")
-        return 2
-    err(f"loading {args.model} ({mode.name} mode), {len(texts)} calibration text(s), seq len {args.seq_len}")
-    model = load_model(args.model)
-    fwd = secure_forward(model, mode)
-    params = prepare_params(model.params, mode)
-    ids, mask = tokenize(args.model, model, texts, args.seq_len)
-    low = mode.dtypes.low_dtype
-    batches = []
-    for i in range(0, len(texts), max(1, args.batch)):
-        sl = slice(i, i + args.batch)
-        batches.append((params, one_hot_ids(ids[sl], model.config.vocab_size, low), mask[sl]))
-    base = load_policy(args.policy)
-    result = calibrate_detailed(
-        fwd,
-        base,
-        batches,
+    texts = read_text(args.texts, unit="line", min_words=1) if args.texts else calibration_sentences(args.builtin_texts or 8)
+    mode, result = calibrate_model(
+        args.model,
+        args.mode,
+        texts,
+        args.seq_len,
         margin_bits=args.margin_bits,
         candidate_bits=_parse_bits(args.candidate_bits),
         group_by=args.group_by,
+        policy=args.policy,
+        batch=args.batch,
         progress=err,
     )
     if args.out:

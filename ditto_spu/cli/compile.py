@@ -16,10 +16,7 @@ import json
 import os
 import sys
 
-from .errors import DittoError
-
-# Cost per element when no kernel is registered for a pair (all parties together).
-_FALLBACK_BITS = {("FM32", "FM64"): 384, ("FM64", "FM32"): 0}
+from ..errors import DittoError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -93,52 +90,12 @@ def load_function(spec: str):
     return obj
 
 
-def cast_costs(graph, parts) -> list:
-    """One dict per cast: names, rings, shape, elements, kernel, bits/element, bytes."""
-    from passes import CastPart
-
-    rows = []
-    for p in parts:
-        if not isinstance(p, CastPart):
-            continue
-        v = graph.values[p.dst]
-        numel = 1
-        for d in v.shape:
-            numel *= d
-        kernel, bits = _kernel_cost(p.src_ring, p.dst_ring)
-        rows.append(
-            {
-                "src": graph.values[p.src].label,
-                "dst": v.label,
-                "src_ring": str(p.src_ring),
-                "dst_ring": str(p.dst_ring),
-                "shape": list(v.shape),
-                "dtype": v.dtype,
-                "elements": numel,
-                "kernel": kernel,
-                "bits_per_element": bits,
-                "bytes": None if bits is None else numel * bits // 8,
-            }
-        )
-    return rows
-
-
-def _kernel_cost(src, dst):
-    try:
-        from .kernels.base import find_cast_kernel
-
-        k = find_cast_kernel(src, dst)
-        return k.name, int(k.bits_per_element)
-    except Exception:
-        return None, _FALLBACK_BITS.get((src.field, dst.field))
-
-
 def _compile(args):
     from passes import compile_stablehlo
 
-    from .frontend import compile as compile_fn
-    from .policy import load_policy
-    from .segments import compiler_options
+    from ..frontend import compile as compile_fn
+    from ..mpc.segments import compiler_options
+    from ..policy import load_policy
 
     policy = load_policy(args.policy)
     if args.target.endswith((".mlir", ".stablehlo", ".txt")) and os.path.exists(args.target):
@@ -151,7 +108,7 @@ def _compile(args):
 
 
 def run(args) -> int:
-    from passes import SegmentPart, describe_parts, format_graph
+    from passes import SegmentPart, cast_costs, describe_parts, format_graph
 
     compiled = _compile(args)
     graph, parts, plan = compiled.graph, compiled.parts, compiled.plan

@@ -14,14 +14,16 @@ import dataclasses
 import itertools
 import time
 
-from . import native
-from .errors import DittoError, PartyError, PlanError
-from .kernels.base import CommStats, CountedLink, PartyContext, find_call_kernel, run_cast
-from .plan import KernelCall, KernelStep, Plan, Segment
+from .. import native
+from ..errors import DittoError, PartyError, PlanError
+from ..kernels.base import CommStats, CountedLink, PartyContext
+from ..kernels.casts import run_cast
+from ..kernels.registry import find_call_kernel
+from ..plan import KernelCall, KernelStep, Plan, Segment
+from ..rings import RingSpec
+from ..shares import AShare, is_fixed_point
+from ..spu_config import SpuOptions
 from .profile_log import ProfileLog
-from .rings import RingSpec
-from .shares import AShare, is_fixed_point
-from .spu_config import SpuOptions
 
 _RUN_IDS = itertools.count()
 _SEGMENT_FLOAT = {"float16": "float32", "bfloat16": "float32"}
@@ -50,7 +52,7 @@ class PartyRuntime:
     """Runs Plans for one party over one link (``libspu.link.Context``)."""
 
     def __init__(self, link, *, options: SpuOptions | None = None, checked: bool = False):
-        from .kernels.prg import PairwisePRG
+        from ..kernels.prg import PairwisePRG
 
         self.rank = link.rank
         self.options = options or SpuOptions()
@@ -269,7 +271,7 @@ class PartyRuntime:
 
 
 def _kernel_name(src: RingSpec, dst: RingSpec) -> str:
-    from .kernels.base import find_cast_kernel
+    from ..kernels.casts import find_cast_kernel
 
     return find_cast_kernel(src, dst).name
 

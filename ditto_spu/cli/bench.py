@@ -25,10 +25,9 @@ import json
 import shlex
 import sys
 
-from .models import MODEL_NAMES
+from ..models import MODEL_NAMES
 
-# How the command was invoked (recorded in the results): ``ditto-spu bench`` or, run as a
-# module, ``python -m ditto_spu.cli_bench``.
+# The command recorded in the results (``python -m ditto_spu.cli bench`` runs the same).
 _PROGRAM = ["ditto-spu", "bench"]
 
 
@@ -128,8 +127,8 @@ def canonical_command(args) -> str:
 
 
 def run(args) -> int:
-    from .bench.harness import BenchConfig, run_bench
-    from .bench.report import markdown, plot
+    from ..bench.harness import BenchConfig, run_bench
+    from ..bench.report import markdown, plot
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     config = BenchConfig(
@@ -170,27 +169,3 @@ def run(args) -> int:
     if not args.quiet:
         print(text)
     return 1 if result.meta.get("failures") else 0
-
-
-def main(argv=None) -> int:
-    """``python -m ditto_spu.cli_bench [bench] ARGS``: the same as ``ditto-spu bench ARGS``."""
-    import os
-
-    from . import native
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    native.ensure_preloaded()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        argv = argv[1:]
-    _PROGRAM[:] = ["python", "-m", "ditto_spu.cli_bench"]
-    parser = argparse.ArgumentParser(prog="python -m ditto_spu.cli_bench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", *argv])
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,9 @@ import dataclasses
 
 import numpy as np
 
-from .kernels.base import registered_cast_kernels
-from .plan import InputBinding, KernelStep, OutputBinding, Plan, VarInfo
-from .rings import FXP32, FXP64, RingSpec
+from ..kernels.casts import registered_cast_kernels
+from ..plan import InputBinding, KernelStep, OutputBinding, Plan, VarInfo
+from ..rings import FXP32, FXP64, RingSpec
 
 #: Ring pairs the report tries; each kernel is measured on the pairs it applies to.
 STANDARD_PAIRS = [
@@ -66,7 +66,7 @@ def _max_error_ulps(x: np.ndarray, y: np.ndarray, src: RingSpec, dst: RingSpec) 
 
 
 def measure_kernel_on(kernel, src: RingSpec, dst: RingSpec, n: int, rng, simulator) -> CastMeasurement:
-    from .shares import reconstruct_elements, share_ring_elements
+    from ..shares import reconstruct_elements, share_ring_elements
 
     limit = float(kernel.valid_range(src, dst))
     x = sample_elements(src, limit, n, rng)
@@ -102,7 +102,7 @@ def measure_kernel_on(kernel, src: RingSpec, dst: RingSpec, n: int, rng, simulat
 
 def measure_all(n: int = 100_000, seed: int = 0, pairs=None, progress=None) -> list:
     """Measure every registered kernel on every standard pair it applies to."""
-    from .simulation import Simulator
+    from ..mpc.simulator import Simulator
 
     rng = np.random.default_rng(seed)
     simulator = Simulator()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import DittoError
+from ..errors import DittoError
 
 
 def _measured(steps) -> list:

@@ -1,6 +1,6 @@
 """Measure the non-linear and linear call kernels: error, communication, rounds, throughput.
 
-The companion of :mod:`.cast_report` for the kernels the compiler hands ops to
+The companion of :mod:`.cast_kernels` for the kernels the compiler hands ops to
 (``matmul_fxp32``, ``multiply``, ``max_reduced_ring``, ``clamp_reduced_ring``,
 ``exp_taylor_fxp32``, ``divide_calibrated``, ``rsqrt_calibrated``, ``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
 simulator — on inputs spread over its valid range (the bound or range the policy
@@ -31,8 +31,8 @@ import dataclasses
 
 import numpy as np
 
-from .plan import InputBinding, KernelCall, OutputBinding, Plan, VarInfo
-from .rings import FXP32, FXP64, RingSpec
+from ..plan import InputBinding, KernelCall, OutputBinding, Plan, VarInfo
+from ..rings import FXP32, FXP64, RingSpec
 
 LOW_RING = FXP32(8)  # where the compiler puts the comparisons and the matmuls
 HIGH_RING = FXP64(18)  # LayerNorm's rsqrt and sums
@@ -58,7 +58,7 @@ class KernelMeasurement:
 def _run(simulator, kernel: str, ring: RingSpec, inputs: dict, dtype: str, params: dict, out_shape: tuple, input_ring=None):
     """One-step plan: returns (decoded output, stats of the step per party). ``input_ring``:
     the inputs' ring when it differs from the output's ``ring``."""
-    from .shares import reconstruct, share_values
+    from ..shares import reconstruct, share_values
 
     in_ring = input_ring or ring
     infos = {name: VarInfo(in_ring, tuple(v.shape), dtype) for name, v in inputs.items()}
@@ -100,7 +100,7 @@ def _quantized(x, ring: RingSpec):
 
 
 def measure_max(simulator, rng, *, rows: int, keys: int = 128, bound: float = 2000.0, ring: RingSpec = LOW_RING):
-    from .kernels.reduce_max import DEFAULT_RESOLUTION_BITS, MAX_NAME
+    from ..kernels.reduce_max import DEFAULT_RESOLUTION_BITS, MAX_NAME
 
     x = rng.uniform(-bound, bound, (rows, keys))
     x[0, 0], x[-1, -1] = bound, -bound  # the ends of the calibrated range
@@ -111,7 +111,7 @@ def measure_max(simulator, rng, *, rows: int, keys: int = 128, bound: float = 20
 
 
 def measure_clamp(simulator, rng, *, n: int, constant: float = -14.0, bound: float = 2000.0, ring: RingSpec = LOW_RING):
-    from .kernels.reduce_max import CLAMP_NAME, DEFAULT_RESOLUTION_BITS
+    from ..kernels.reduce_max import CLAMP_NAME, DEFAULT_RESOLUTION_BITS
 
     x = np.concatenate([rng.uniform(constant - 2, constant + 2, n // 2), rng.uniform(-bound / 2, bound / 2, n - n // 2)])
     params = {"bound": bound, "constant": constant}
@@ -122,7 +122,7 @@ def measure_clamp(simulator, rng, *, n: int, constant: float = -14.0, bound: flo
 
 
 def measure_rsqrt(simulator, rng, *, n: int, low: float = 2.0**-12, high: float = 2.0**16, ring: RingSpec = HIGH_RING):
-    from .kernels.rsqrt import NAME
+    from ..kernels.rsqrt import NAME
 
     x = np.exp(rng.uniform(np.log(low), np.log(high), n))
     x[:2] = low, high
@@ -133,7 +133,7 @@ def measure_rsqrt(simulator, rng, *, n: int, low: float = 2.0**-12, high: float 
 
 
 def measure_matmul(simulator, rng, *, m: int, k: int, n: int, ring: RingSpec = LOW_RING):
-    from .kernels.matmul import NAME
+    from ..kernels.matmul import NAME
 
     x = rng.normal(0, 1, (m, k))
     w = rng.normal(0, 0.05, (k, n))
@@ -148,7 +148,7 @@ def measure_matmul(simulator, rng, *, m: int, k: int, n: int, ring: RingSpec = L
 
 
 def measure_sum(simulator, rng, *, rows: int, cols: int = 768, ring: RingSpec = HIGH_RING):
-    from .kernels.local_sum import NAME
+    from ..kernels.local_sum import NAME
 
     x = rng.normal(0, 3, (rows, cols))
     y, steps = _run(simulator, NAME, ring, {"x": x}, "float32", {"axes": [1]}, (rows,))
@@ -158,7 +158,7 @@ def measure_sum(simulator, rng, *, rows: int, cols: int = 768, ring: RingSpec = 
 
 def measure_multiply(simulator, rng, *, shape: tuple, ring: RingSpec, square: bool):
     """x·x (quad GeLU's square, FXP32) or x·y (LayerNorm's products, FXP64)."""
-    from .kernels.multiply import NAME
+    from ..kernels.multiply import NAME
 
     x = rng.normal(0, 2, shape)
     inputs = {"x": x, "y": x} if square else {"x": x, "y": rng.normal(0, 2, shape)}
@@ -172,7 +172,7 @@ def measure_multiply(simulator, rng, *, shape: tuple, ring: RingSpec, square: bo
 
 def measure_exp(simulator, rng, *, n: int, ring: RingSpec = LOW_RING, out_ring: RingSpec = HIGH_RING):
     """The softmax's exp on x − max after the cut-off: x in [−14, 0]."""
-    from .kernels.exp_taylor import FRAC_BITS, ITERS, NAME
+    from ..kernels.exp_taylor import FRAC_BITS, ITERS, NAME
 
     x = rng.uniform(-14.0, 0.0, n)
     x[:2] = -14.0, 0.0
@@ -186,8 +186,8 @@ def measure_exp(simulator, rng, *, n: int, ring: RingSpec = LOW_RING, out_ring: 
 def measure_divide(simulator, rng, *, rows: int, keys: int = 128, ring: RingSpec = HIGH_RING):
     """The softmax's division: exp(x − max) over its row sum, the sum's range the one
     the compiler derives for ``keys`` entries."""
-    from .kernels.divide import NAME, softmax_denominator_range
-    from .kernels.reduce_max import max_slack
+    from ..kernels.divide import NAME, softmax_denominator_range
+    from ..kernels.reduce_max import max_slack
 
     scores = rng.normal(0.0, 4.0, (rows, keys))
     e = np.exp(np.maximum(scores - scores.max(axis=1, keepdims=True), -14.0))
@@ -218,7 +218,7 @@ JOBS = len(MEASUREMENTS)
 
 def measure_all(scale: float = 1.0, seed: int = 0, progress=None) -> list:
     """Every call kernel at one BERT-base layer's sizes times ``scale`` (rows only)."""
-    from .simulation import Simulator
+    from ..mpc.simulator import Simulator
 
     rng = np.random.default_rng(seed)
     simulator = Simulator()

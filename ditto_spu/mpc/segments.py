@@ -6,8 +6,8 @@ route: StableHLO text (or a JAX function) -> stock ``spu.compile`` -> :class:`Se
 
 from __future__ import annotations
 
-from .plan import Segment
-from .rings import RingSpec
+from ..plan import Segment
+from ..rings import RingSpec
 
 
 def compiler_options(**overrides):

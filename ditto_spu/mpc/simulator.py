@@ -1,0 +1,151 @@
+"""Three-party simulation: threads and in-memory links running the real PartyRuntime.
+
+In the manner of ``spu.utils.simulation``: the simulator owns the options, secret-shares
+the inputs (as their owners would), starts one thread per party with an in-memory SPU
+link, runs the plan through :class:`~ditto_spu.runtime.PartyRuntime` — the same class the
+node processes use — and reconstructs the outputs. If a party fails, ``run`` raises
+:class:`~ditto_spu.errors.PartyError` for it at once; the other parties' threads stop
+by themselves when their next receive times out (``recv_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ..errors import DittoError, PartyError
+from ..plan import Plan
+from ..shares import WORLD_SIZE, reconstruct, share_plan_inputs
+from ..spu_config import SpuOptions
+from .stats import RunStats
+
+
+class _PartyThread(threading.Thread):
+    def __init__(self, rank, target):
+        super().__init__(name=f"ditto-party-{rank}", daemon=True)
+        self.rank = rank
+        self._target_fn = target
+        self.result = None
+        self.error = None
+        self.failed_step = "setup"
+        self.failed_at = float("inf")
+
+    def run(self):
+        try:
+            self.result = self._target_fn(self)
+        except BaseException as e:  # reported to the caller by Simulator.run
+            self.error = e
+            self.failed_at = time.monotonic()
+
+
+class Simulator:
+    """Runs Plans on three simulated parties.
+
+    ``options`` are the SPU runtime options of every ring; ``checked`` turns on the
+    kernels' range checks (debugging: it costs extra communication and reveals ranges).
+    """
+
+    def __init__(
+        self,
+        options: SpuOptions | None = None,
+        *,
+        checked: bool = False,
+        recv_timeout_s: float = 120.0,
+    ):
+        self.options = options or SpuOptions()
+        self.checked = checked
+        self.recv_timeout_s = recv_timeout_s
+
+    def share_inputs(self, plan: Plan, inputs: dict, rng=None) -> list:
+        """Secret-share plaintext inputs into their rings: one dict of AShares per party."""
+        return share_plan_inputs(plan, inputs, rng)
+
+    def run_shares(self, plan: Plan, party_inputs: list) -> tuple[list, RunStats]:
+        """Run ``plan`` on already shared inputs; return (per-party output shares, stats)."""
+        from spu import libspu
+
+        from .runtime import PartyRuntime
+
+        plan.validate()
+        desc = libspu.link.Desc()
+        for rank in range(WORLD_SIZE):
+            desc.add_party(f"party{rank}", f"thread_{rank}")
+        desc.recv_timeout_ms = int(self.recv_timeout_s * 1000)
+
+        def party_main(thread: _PartyThread):
+            link = libspu.link.create_mem(desc, thread.rank)
+            try:
+                runtime = PartyRuntime(link, options=self.options, checked=self.checked)
+                outputs, steps = runtime.run(plan, party_inputs[thread.rank])
+                return outputs, steps, runtime.setup_stats.bytes_sent
+            finally:
+                # Close the link cleanly (it waits for the peers' goodbye, bounded by the
+                # receive timeout) so no link thread outlives the party.
+                try:
+                    link.stop_link()
+                except RuntimeError:
+                    pass
+
+        threads = [_PartyThread(rank, party_main) for rank in range(WORLD_SIZE)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        _wait_all(threads, self.recv_timeout_s)
+        wall = time.perf_counter() - t0
+        results = [t.result for t in threads]
+        stats = RunStats(wall, [r[1] for r in results], [r[2] for r in results])
+        return [r[0] for r in results], stats
+
+    def run(self, plan: Plan, inputs: dict, rng=None) -> tuple[dict, RunStats]:
+        """Share ``inputs``, run ``plan``, reconstruct its outputs (float64 / int64)."""
+        shares = self.share_inputs(plan, inputs, rng)
+        outputs, stats = self.run_shares(plan, shares)
+        plain = {}
+        for b in plan.outputs:
+            plain[b.name] = reconstruct([outputs[rank][b.name] for rank in range(WORLD_SIZE)])
+        return plain, stats
+
+
+def _wait_all(threads: list, timeout_s: float) -> None:
+    """Join party threads; when one fails, give the others until their receive timeout to
+    stop (they fail too: their peer is gone), then raise PartyError (never wait forever)."""
+    deadline = time.monotonic() + 3 * timeout_s + 60
+    while True:
+        failed = [t for t in threads if not t.is_alive() and t.error is not None]
+        if failed:
+            grace = time.monotonic() + 2 * timeout_s + 5
+            for t in threads:
+                t.join(max(0.0, grace - time.monotonic()))
+            failed = [t for t in threads if not t.is_alive() and t.error is not None]
+            # the cause: the first party to fail of its own accord; the others failed
+            # waiting for it (a receive timeout), which on a loaded machine can come first
+            causes = [t for t in failed if not _is_peer_timeout(t.error)] or failed
+            first = min(causes, key=lambda t: (t.failed_at, t.rank))
+            err = first.error
+            if isinstance(err, PartyError):
+                raise err
+            raise PartyError(first.rank, _step_of(err), err) from err
+        if all(not t.is_alive() for t in threads):
+            return
+        if time.monotonic() > deadline:
+            raise DittoError(
+                f"simulation did not finish within {3 * timeout_s + 60:.0f} s; parties still "
+                f"running: {[t.rank for t in threads if t.is_alive()]}"
+            )
+        for t in threads:
+            if t.is_alive():
+                t.join(0.05)
+                break
+
+
+def _is_peer_timeout(err: BaseException) -> bool:
+    """Whether a party failed waiting for a peer (the link's receive timeout), not by
+    itself."""
+    return "Get data timeout" in str(err)
+
+
+def _step_of(err: BaseException) -> str:
+    text = str(err)
+    if ", step " in text:
+        return text.split(", step ", 1)[1].split(":", 1)[0]
+    return "setup"
