@@ -19,7 +19,7 @@ LAYERS = [
     ("mpc runtime", ["ditto_spu.native", "ditto_spu.kernels", "ditto_spu.mpc"]),
     ("compiler", ["passes", "ditto_spu.semantics", "ditto_spu.quant", "ditto_spu.frontend", "ditto_spu.simulation"]),
     ("models", ["ditto_spu.approx", "ditto_spu.models"]),
-    ("applications", ["ditto_spu.infer", "ditto_spu.demo", "ditto_spu.demo_plan", "ditto_spu.metrics",
+    ("applications", ["ditto_spu.infer", "ditto_spu.generate", "ditto_spu.demo", "ditto_spu.demo_plan", "ditto_spu.metrics",
                       "ditto_spu.data", "ditto_spu.bench", "ditto_spu.distill", "ditto_spu.distributed",
                       "ditto_spu.results"]),
     ("command line", ["ditto_spu.cli", "ditto_spu.pytest_plugin", "ditto_spu"]),

@@ -42,15 +42,19 @@ FlaxGPT2MLP
 FlaxBertPooler                dense in ``low``, tanh in ``high``
 ============================  =====================================================
 
-Unsupported under a mode (raise :class:`NotImplementedError`): autoregressive decoding
-with a KV cache (``init_cache`` / a ``cache`` collection). Full-sequence forward passes
-(what secure inference runs) are supported for every BERT head and GPT-2.
+Decoding with a key/value cache runs through an explicit :class:`KVCacheIO` (the cache is
+an input and the new keys / values are outputs of the traced function, so each party can
+keep its shares of them between steps: :mod:`ditto_spu.models.decoding`). HF's own cache
+(``init_cache`` / a ``cache`` collection, a mutable variable updated at a traced index) is
+unsupported under a mode and raises :class:`NotImplementedError`. Full-sequence forward
+passes (what secure inference runs) are supported for every BERT head and GPT-2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -65,6 +69,51 @@ from .modes import Mode
 
 #: Names of the embedding tables that hold token (word) embeddings.
 WORD_EMBEDDING_NAMES = ("word_embeddings", "wte")
+#: GPT-2's position-embedding table.
+POSITION_EMBEDDING_NAME = "wpe"
+
+
+@dataclasses.dataclass
+class KVCacheIO:
+    """One GPT-2 forward pass's explicit key/value cache (per layer, in layer order).
+
+    ``past_keys`` / ``past_values``: None (a prompt pass: attention over the tokens of this
+    pass only) or one ``[batch, slots, heads, head_dim]`` array per layer; ``past_mask``
+    ``[batch, slots]`` (nonzero = the slot holds a token; integers, so that the ring-safe
+    mask bias stays an integer product under MPC). Each attention layer attends to its
+    past slots and, causally, to this pass's tokens, and appends this pass's keys and
+    values (in the low dtype) to ``new_keys`` / ``new_values``: the caller returns them,
+    and the holder of the cache writes them into the next free slots.
+    """
+
+    past_keys: Optional[Sequence[jax.Array]] = None
+    past_values: Optional[Sequence[jax.Array]] = None
+    past_mask: Optional[jax.Array] = None
+    new_keys: list = dataclasses.field(default_factory=list)
+    new_values: list = dataclasses.field(default_factory=list)
+
+    def attend_to(self, m, query, key, value, attention_mask, low):
+        """(keys, values, keep-mask) of one attention layer; records this pass's key/value."""
+        layer = len(self.new_keys)
+        key, value = key.astype(low), value.astype(low)
+        self.new_keys.append(key)
+        self.new_values.append(value)
+        if self.past_keys is None:
+            return key, value, _attention_mask(m, query, key, attention_mask)
+        if self.past_values is None or self.past_mask is None:
+            raise ValueError("a decoding pass needs past_keys, past_values and past_mask together")
+        if layer >= len(self.past_keys):
+            raise ValueError(f"the cache holds {len(self.past_keys)} layers; the model has more")
+        past_k, past_v = self.past_keys[layer].astype(low), self.past_values[layer].astype(low)
+        batch, q_len = query.shape[0], query.shape[1]
+        slots = past_k.shape[1]
+        past = jnp.broadcast_to(self.past_mask.astype(jnp.int32)[:, None, None, :], (batch, 1, q_len, slots))
+        current = jnp.broadcast_to(jnp.tril(jnp.ones((q_len, q_len), jnp.int32))[None, None], (batch, 1, q_len, q_len))
+        if attention_mask is not None:
+            current = current * jnp.asarray(attention_mask, jnp.int32)[:, None, None, :]
+        keys = jnp.concatenate([past_k, key], axis=1)
+        values = jnp.concatenate([past_v, value], axis=1)
+        return keys, values, jnp.concatenate([past, current], axis=-1)
 
 
 class ModeInterceptor:
@@ -73,16 +122,29 @@ class ModeInterceptor:
     ``word_one_hot``: optional (batch, seq, vocab) one-hot matrix used instead of the
     token ids by the word-embedding table (client-side one-hot; see
     :func:`ditto_spu.models.secure_forward`). ``word_one_hot_uses`` counts how often it
-    was consumed, so callers can check it really replaced the ids.
+    was consumed, so callers can check it really replaced the ids. ``position_one_hot``
+    does the same for GPT-2's position table ``wpe`` (a decoding step's position is an
+    input, not a constant of the program). ``kv``: explicit key/value cache input and
+    output of GPT-2 attention (:class:`KVCacheIO`).
     """
 
-    def __init__(self, mode: Mode, word_one_hot: Optional[jax.Array] = None):
+    def __init__(
+        self,
+        mode: Mode,
+        word_one_hot: Optional[jax.Array] = None,
+        *,
+        position_one_hot: Optional[jax.Array] = None,
+        kv: Optional["KVCacheIO"] = None,
+    ):
         self.mode = mode
         self.low = mode.dtypes.low_dtype
         self.high = mode.dtypes.high_dtype
         self.gelu_dtype = mode.dtypes.gelu_dtype
         self.word_one_hot = word_one_hot
         self.word_one_hot_uses = 0
+        self.position_one_hot = position_one_hot
+        self.position_one_hot_uses = 0
+        self.kv = kv
         self._softmax = approx.SOFTMAXES[mode.softmax]
         self._gelu = None if mode.gelu == "exact" else approx.GELUS[mode.gelu]
 
@@ -188,6 +250,15 @@ def _embed(ic: ModeInterceptor, m: nn.Embed, next_fun, ids):
                 f"ids {ids.shape} × vocab {m.num_embeddings}"
             )
         ic.word_one_hot_uses += 1
+        one_hot = one_hot.astype(low)
+    elif m.name == POSITION_EMBEDDING_NAME and ic.position_one_hot is not None:
+        one_hot = ic.position_one_hot
+        if one_hot.shape[-1] != m.num_embeddings or one_hot.shape[:-1] != ids.shape:
+            raise ValueError(
+                f"{m.name}: position one-hot of shape {one_hot.shape} does not match "
+                f"positions {ids.shape} × {m.num_embeddings}"
+            )
+        ic.position_one_hot_uses += 1
         one_hot = one_hot.astype(low)
     else:
         one_hot = jax.nn.one_hot(ids, m.num_embeddings, dtype=low)
@@ -296,7 +367,12 @@ def _gpt2_attention(
         key, value = jnp.split(m.c_attn(key_value_states), 2, axis=2)
     query, key, value = m._split_heads(query), m._split_heads(key), m._split_heads(value)
 
-    mask = _attention_mask(m, query, key, attention_mask)
+    if ic.kv is not None:
+        if key_value_states is not None:
+            raise NotImplementedError(f"{m.name}: a key/value cache for cross-attention")
+        key, value, mask = ic.kv.attend_to(m, query, key, value, attention_mask, ic.low)
+    else:
+        mask = _attention_mask(m, query, key, attention_mask)
 
     rate = m.config.attn_pdrop
     rng = m.make_rng("dropout") if (not deterministic and rate > 0.0) else None

@@ -348,6 +348,21 @@ class EmulatedFunction:
             raise_on_overflow(call)
         return jax.tree_util.tree_unflatten(entry.out_tree, [np.asarray(o) for o in outs])
 
+    def evaluate_values(self, signature_args, values):
+        """:meth:`evaluate` on exact ``values`` for a call shaped like ``signature_args``.
+
+        ``signature_args`` fix the program (shapes and dtypes, hence each argument's ring);
+        ``values`` (the same structure, any float dtype) are taken exactly, at float64. For
+        arguments a low dtype cannot hold, e.g. fixed-point ring values fed back from an
+        earlier call (a key/value cache held between decoding steps)."""
+        entry = self._entry(signature_args)
+        flat = jax.tree_util.tree_leaves(self._dynamic(values))
+        outs, stats = entry.run64(flat)
+        self.last_call_report = call = self._absorb(entry, stats)
+        if self.options.mode == "raise":
+            raise_on_overflow(call)
+        return jax.tree_util.tree_unflatten(entry.out_tree, [np.asarray(o) for o in outs])
+
     def __call__(self, *args):
         entry = self._entry(args)
         flat = jax.tree_util.tree_leaves(self._dynamic(args))
