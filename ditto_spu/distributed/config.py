@@ -11,6 +11,8 @@ Shape (see configs/3pc.json)::
       "link": {"connect_retry_times": 30, "connect_retry_interval_ms": 1000,
                "recv_timeout_ms": 45000, "http_timeout_ms": 120000,
                "tls": {"enabled": false, "cert": "...", "key": "...", "ca": "..."}},
+                                              # tls: the brpc links AND the driver <-> node
+                                              # control channel (.channel)
       "rings": {"low": "FXP32[f=10]", "high": "FXP64[f=18]"},
       "spu": {"fxp_exp_iters": 5, ...SpuOptions fields...},
       "policy": "policy_default.json",        # path relative to the config, or inline

@@ -8,13 +8,14 @@ the driver tells the other nodes to abort (they exit non-zero) and raises a clea
 
 from __future__ import annotations
 
+import ssl
 import time
-from multiprocessing.connection import Client, wait
 
 from ..errors import DittoError, PartyError
 from ..mpc.stats import RunStats
 from ..plan import Plan
 from ..shares import reconstruct, share_plan_inputs
+from .channel import AuthenticationError, client_context, connect, wait
 from .config import DeploymentConfig
 from .wire import WireError, recv_message, send_message
 
@@ -23,12 +24,26 @@ _SMALL = 1 << 20  # replies other than results are small
 
 def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
     node = config.nodes[rank]
+    key, tls = config.authkey(), client_context(config)
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         try:
-            return Client(node.control_host_port, authkey=config.authkey())
-        except (ConnectionRefusedError, FileNotFoundError, OSError) as e:
+            return connect(node.control_host_port, key, tls, timeout=max(1.0, deadline - time.monotonic()))
+        except ssl.SSLError as e:  # not a node still starting up: do not retry
+            if isinstance(e, ssl.SSLCertVerificationError):
+                hint = f"its certificate does not verify against link.tls.ca ({config.link.tls_ca})"
+            else:
+                hint = "does the node run with TLS off (its link.tls) while this config enables it?"
+            raise DittoError(
+                f"TLS handshake with node {rank} ({node.id}) at {node.control_address} failed: {hint} ({e})"
+            ) from None
+        except AuthenticationError as e:
+            raise DittoError(
+                f"node {rank} ({node.id}): {e}; the driver and every node need the same key in "
+                f"${config.authkey_env} and the same link.tls setting"
+            ) from None
+        except OSError as e:
             last = e
             time.sleep(0.25)
     raise DittoError(
@@ -95,6 +110,11 @@ def run_plan(
                     "nodes were told to abort"
                 ) from None
         results = _collect(config, conns, t0)
+        for conn in conns:  # every node is done with its link: they may close them now
+            try:
+                send_message(conn, {"type": "release"})
+            except OSError:
+                pass
     finally:
         for conn in conns:
             conn.close()

@@ -1,8 +1,10 @@
 """A party process: ``ditto-spu node --config configs/3pc.json --rank i``.
 
-The node listens on its control address for jobs from the driver. Messages follow the
-schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a malformed,
-oversize or unauthenticated one is logged and dropped, and the node keeps serving. A job
+The node listens on its control address for jobs from the driver (:mod:`.channel`: TLS
+when the config enables it, and an HMAC challenge on the deployment's key). Messages
+follow the schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a
+malformed, oversize or unauthenticated one is logged and dropped, and the node keeps
+serving. A job
 carries a Plan and this node's input shares (never a plaintext); the node opens the SPU brpc link to
 the other two nodes, runs the plan through the same PartyRuntime as the simulator, and
 returns its output shares to the driver (the client, who alone reconstructs them).
@@ -23,15 +25,16 @@ import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import Listener
 
 from ..errors import DittoError
+from .channel import Listener, server_context
 from .config import ConfigError, DeploymentConfig
 from .wire import WireError, recv_message, send_message
 
 # What a node accepts from the driver, and when.
 REQUESTS = {"hello", "shutdown", "run"}
 DURING_JOB = {"abort"}
+AFTER_JOB = {"release"}
 
 EXIT_JOB_FAILED = 1
 
@@ -62,7 +65,7 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -
     node = config.nodes[rank]
     _check_port_free(node.link_address, "link address", rank)
     try:
-        listener = Listener(node.control_host_port, authkey=config.authkey())
+        listener = Listener(node.control_host_port, config.authkey(), server_context(config))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise DittoError(
@@ -70,14 +73,15 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -
                 f"stop the other process or change the port in {config.path}"
             ) from None
         raise DittoError(f"node {rank}: cannot listen on {node.control_address}: {e}") from None
-    _log(rank, f"ready: id {node.id}, control {node.control_address}, link {node.link_address}")
+    tls = "TLS" if config.link.tls_enabled else "no TLS (authenticated, not encrypted)"
+    _log(rank, f"ready: id {node.id}, control {node.control_address} ({tls}), link {node.link_address}")
     jobs = 0
     with listener:
         while max_jobs is None or jobs < max_jobs:
             try:
                 conn = listener.accept()
-            except Exception as e:  # authentication failure, reset connection
-                _log(rank, f"rejected a control connection: {e}")
+            except Exception as e:  # TLS or key failure, malformed greeting, reset connection
+                _log(rank, f"rejected a control connection: {type(e).__name__}: {e}")
                 continue
             with conn:
                 try:
@@ -150,7 +154,36 @@ def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
         _hard_exit(EXIT_JOB_FAILED)
     send_message(conn, {"type": "result", "rank": rank, **result["value"]})
     _log(rank, f"job done in {result['value']['wall_s']:.2f} s")
+    _await_release(config, rank, conn)
+    result.clear()  # only now is the link (and its brpc server) destroyed
     return 0
+
+
+def _await_release(config: DeploymentConfig, rank: int, conn) -> None:
+    """Keep this node's link — its brpc server — alive until every node has finished.
+
+    ``stop_link`` (yacl's WaitLinkTaskFinish) returns once this node's own messages are
+    acknowledged, but a peer's last request to this node (an ack or its fin) may have
+    been processed here while its reply is still being written — over TLS brpc always
+    writes from a background bthread. Destroying the link at that moment closes the
+    connection under the peer's RPC: brpc reports an EOF with error code 0 ("Check
+    failed: false. error_code is 0", controller.cpp:457), yacl retries against the
+    stopped server for 9 s and then ends the peer with exit(-1). A node's result reaches
+    the driver only after its own link work is complete, so once the driver has all three
+    results (it then sends ``release``, or closes the connection) no request is in flight.
+    """
+    deadline = time.monotonic() + max(10.0, config.link.recv_timeout_ms / 1000)
+    while time.monotonic() < deadline:
+        if not conn.poll(0.2):
+            continue
+        try:
+            recv_message(conn, max_bytes=1 << 20, expected_types=AFTER_JOB)
+        except EOFError:
+            pass  # the driver closed the connection: it is done with every node
+        except (WireError, OSError) as e:
+            _log(rank, f"dropped a malformed message after the job ({e}); releasing the link")
+        return
+    _log(rank, "the driver did not confirm the end of the job in time; releasing the link")
 
 
 def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> None:
@@ -179,6 +212,7 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
             link.stop_link()
         except RuntimeError:
             pass
+        result["link"] = link  # destroyed after the driver's release (_await_release)
         result["value"] = {
             "outputs": outputs,
             "steps": steps,

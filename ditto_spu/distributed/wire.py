@@ -1,9 +1,9 @@
 """The control channel's message format: a schema, never pickle.
 
 A peer that can reach a node's control port must not be able to run code there, so no
-message is ever unpickled. The connection (``multiprocessing.connection`` with the
-deployment's key) only authenticates the peer — its HMAC challenge; messages travel as
-byte strings (``send_bytes`` / ``recv_bytes``), encoded here::
+message is ever unpickled. The connection (:mod:`.channel`: TLS when the deployment
+enables it, an HMAC challenge on the deployment's key) authenticates the peer; messages
+travel as length-prefixed frames (``send_bytes`` / ``recv_bytes``), encoded here::
 
     [8-byte big-endian header length][header: UTF-8 JSON][buffer 0][buffer 1]...
 
@@ -21,7 +21,7 @@ and a top-level ``"buffers"`` list with every buffer's byte length, in order.
 dtypes, shapes against lengths, the lengths against the bytes received, keys starting
 with ``$`` — and raises :class:`WireError` naming what is wrong; the receiver logs it and
 keeps serving. Sizes are bounded: :func:`recv_message` refuses a message over
-``max_bytes`` before reading it (``recv_bytes(maxlength)``) and a header over
+``max_bytes`` before reading it (the channel's ``recv_bytes(maxlength)``) and a header over
 :data:`MAX_HEADER_BYTES`.
 """
 
@@ -210,17 +210,11 @@ def _decode_step(x, buffers, used, where):
 
 
 def send_message(conn, message: dict) -> None:
-    """Send ``message`` on an authenticated ``multiprocessing.connection.Connection``."""
+    """Send ``message`` on an authenticated :class:`.channel.Connection`."""
     conn.send_bytes(encode(message))
 
 
 def recv_message(conn, *, max_bytes: int, expected_types=None) -> dict:
     """Receive one message (at most ``max_bytes``); WireError if it breaks the schema or
     the limit. EOFError when the peer closed the connection."""
-    try:
-        data = conn.recv_bytes(max_bytes)
-    except OSError as e:
-        if "bad message length" in str(e):
-            raise WireError(f"message larger than the limit of {max_bytes} bytes") from None
-        raise
-    return decode(data, expected_types)
+    return decode(conn.recv_bytes(max_bytes), expected_types)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -47,3 +48,33 @@ def wait_exit(proc, timeout):
     except subprocess.TimeoutExpired:
         return None, time.monotonic() - t0
     return proc.returncode, time.monotonic() - t0
+
+
+def make_certs(tmp_path) -> dict:
+    """A CA and one node certificate it signs (``openssl``), in ``tmp_path``: the
+    ``link.tls`` section of a config (skips the test without openssl)."""
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available to make test certificates")
+    d = str(tmp_path)
+    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+        "-out", "ca.crt", "-days", "2", "-subj", "/CN=ditto-test-ca")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+        "-subj", "/CN=127.0.0.1")
+    run("openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.crt", "-days", "2")
+    return {"enabled": True, "cert": "node.crt", "key": "node.key", "ca": "ca.crt"}
+
+
+def write_tls_config(tmp_path, **extra) -> str:
+    """:func:`write_config` with ``link.tls`` enabled (certificates made in ``tmp_path``)."""
+    tls = make_certs(tmp_path)
+    path = write_config(tmp_path, **extra)
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["link"]["tls"] = tls
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path

@@ -7,11 +7,11 @@ import json
 import os
 import pickle
 import struct
-from multiprocessing.connection import Client
 
 import numpy as np
 import pytest
 
+from ditto_spu.distributed.channel import AuthenticationError, connect
 from ditto_spu.distributed.config import ConfigError, load_config
 from ditto_spu.distributed.driver import ping, shutdown
 from ditto_spu.distributed.wire import WireError, decode, encode
@@ -100,19 +100,20 @@ def test_a_node_drops_bad_messages_and_keeps_serving(tmp_path):
     with Nodes(path, ranks=(0,)) as nodes:
         ping(config, timeout_s=60, ranks=(0,))
         node = config.nodes[0]
-        with Client(node.control_host_port, authkey=config.authkey()) as conn:
-            conn.send({"type": "hello"})  # a pickled request: dropped, never unpickled
-        with Client(node.control_host_port, authkey=config.authkey()) as conn:
+        with connect(node.control_host_port, config.authkey(), None) as conn:
+            conn.send_bytes(pickle.dumps({"type": "hello"}))  # a pickled request: dropped, never unpickled
+        with connect(node.control_host_port, config.authkey(), None) as conn:
             conn.send_bytes(_frame({"type": "run", "x": {"$code": 1}}))
-        from multiprocessing import AuthenticationError
-
-        with pytest.raises(AuthenticationError):
-            Client(node.control_host_port, authkey=b"a wrong key of some length")
+        with connect(node.control_host_port, config.authkey(), None) as conn:
+            conn.sock.sendall(struct.pack(">Q", config.max_message_bytes + 1))  # a frame over the limit: refused unread
+        with pytest.raises(AuthenticationError, match="refused the key"):
+            connect(node.control_host_port, b"a wrong key of some length", None)
         answer = ping(config, timeout_s=10, ranks=(0,))[0]
         assert answer["rank"] == 0 and answer["digest"] == config.digest
         shutdown(config)
         log = nodes.procs[0].communicate(timeout=30)[1]
-    assert log.count("dropped a malformed control message") == 2, log
+    assert log.count("dropped a malformed control message") == 3, log
+    assert "larger than the limit" in log and "failed the key challenge" in log, log
 
 
 def test_non_loopback_deployments_need_a_real_key(tmp_path, monkeypatch):
