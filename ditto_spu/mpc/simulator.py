@@ -2,7 +2,7 @@
 
 In the manner of ``spu.utils.simulation``: the simulator owns the options, secret-shares
 the inputs (as their owners would), starts one thread per party with an in-memory SPU
-link, runs the plan through :class:`~ditto_spu.runtime.PartyRuntime` — the same class the
+link, runs the plan through :class:`~ditto_spu.mpc.runtime.PartyRuntime` — the same class the
 node processes use — and reconstructs the outputs. If a party fails, ``run`` raises
 :class:`~ditto_spu.errors.PartyError` for it at once; the other parties' threads stop
 by themselves when their next receive times out (``recv_timeout_s``).
