@@ -12,28 +12,12 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 from .frontend import compile
 from .mpc.simulator import Simulator
 from .policy import load_policy
+from .quant.emulator import argument_signature
 
 __all__ = ["Simulator", "sim_jax"]
-
-
-def _signature(args, static_argnums):
-    import jax
-
-    parts = []
-    for i, a in enumerate(args):
-        if i in static_argnums:
-            parts.append(("static", a))
-        else:
-            leaves, tree = jax.tree_util.tree_flatten(a)
-            parts.append(
-                (str(tree), tuple((tuple(np.shape(x)), str(np.asarray(x).dtype)) for x in leaves))
-            )
-    return tuple(parts)
 
 
 def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None, check_ranges=True):
@@ -63,7 +47,7 @@ def sim_jax(fn, policy=None, *, simulator=None, static_argnums=(), copts=None, c
 
     @functools.wraps(fn)
     def wrapper(*args):
-        key = _signature(args, static_argnums)
+        key = argument_signature(args, static_argnums)
         try:
             program = cache.get(key)
         except TypeError:  # unhashable static argument

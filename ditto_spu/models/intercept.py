@@ -243,27 +243,25 @@ def _embed(ic: ModeInterceptor, m: nn.Embed, next_fun, ids):
     low = ic.low
     table = m.embedding.astype(low)
     if m.name in WORD_EMBEDDING_NAMES and ic.word_one_hot is not None:
-        one_hot = ic.word_one_hot
-        if one_hot.shape[-1] != m.num_embeddings or one_hot.shape[:-1] != ids.shape:
-            raise ValueError(
-                f"{m.name}: one-hot input of shape {one_hot.shape} does not match "
-                f"ids {ids.shape} × vocab {m.num_embeddings}"
-            )
+        one_hot = _one_hot_input(m, ic.word_one_hot, ids, "token", low)
         ic.word_one_hot_uses += 1
-        one_hot = one_hot.astype(low)
     elif m.name == POSITION_EMBEDDING_NAME and ic.position_one_hot is not None:
-        one_hot = ic.position_one_hot
-        if one_hot.shape[-1] != m.num_embeddings or one_hot.shape[:-1] != ids.shape:
-            raise ValueError(
-                f"{m.name}: position one-hot of shape {one_hot.shape} does not match "
-                f"positions {ids.shape} × {m.num_embeddings}"
-            )
+        one_hot = _one_hot_input(m, ic.position_one_hot, ids, "position", low)
         ic.position_one_hot_uses += 1
-        one_hot = one_hot.astype(low)
     else:
         one_hot = jax.nn.one_hot(ids, m.num_embeddings, dtype=low)
     with jax.named_scope("embed_one_hot"):
         return lax.dot_general(one_hot, table, (((one_hot.ndim - 1,), (0,)), ((), ())))
+
+
+def _one_hot_input(m: nn.Embed, one_hot, ids, what: str, low):
+    """A one-hot input replacing ``ids`` for table ``m``, checked against its shape."""
+    if one_hot.shape[-1] != m.num_embeddings or one_hot.shape[:-1] != ids.shape:
+        raise ValueError(
+            f"{m.name}: {what} one-hot input of shape {one_hot.shape} does not match "
+            f"ids {ids.shape} × {m.num_embeddings} rows"
+        )
+    return one_hot.astype(low)
 
 
 def _layer_norm(ic: ModeInterceptor, m: nn.LayerNorm, next_fun, x, *args, **kwargs):

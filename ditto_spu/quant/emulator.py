@@ -177,7 +177,9 @@ def _static_arg_uses(closed, arg_names) -> dict:
     return uses
 
 
-def _signature(args, static_argnums):
+def argument_signature(args, static_argnums=()):
+    """A hashable key of a call's arguments: static ones by value, the others by pytree
+    structure, shapes and dtypes (what a traced program depends on)."""
     parts = []
     for i, a in enumerate(args):
         if i in static_argnums:
@@ -219,7 +221,7 @@ class EmulatedFunction:
         return tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
 
     def _entry(self, args) -> _Entry:
-        key = _signature(args, self.static_argnums)
+        key = argument_signature(args, self.static_argnums)
         try:
             entry = self._cache.get(key)
         except TypeError:
