@@ -17,6 +17,8 @@ attention over C slots, not over the t filled ones (at most 2× the work of an e
 step, and attention is a small part of a step), against one compilation per bucket
 instead of one per length.
 
+The three parties stay up for a whole generation (a simulator session: each party's link
+and SPU runtimes live on, its weight shares are loaded into SPU once, not per step).
 Time and bytes are measured per step (:class:`StepCost`); ``seconds_per_token`` and
 ``bytes_per_token`` average the decoding steps (the prompt pass is reported apart).
 
@@ -289,7 +291,7 @@ class SecureGenerator:
         return compiled
 
     # -- one pass ---------------------------------------------------------------------------------
-    def _run(self, compiled: _Compiled, parties: list, client_values: list, cache: bool):
+    def _run(self, session, compiled: _Compiled, parties: list, client_values: list, cache: bool):
         """Run one pass: the owner shares weights the parties do not hold yet, the client
         shares ``client_values`` (the non-parameter, non-cache arguments), each party adds
         its own weight and cache shares; returns (logits, per-party new keys, new values, stats)."""
@@ -333,7 +335,8 @@ class SecureGenerator:
                             f"takes {info.ring} {info.shape}"
                         )
                     party_inputs[rank][name] = share
-        outputs, stats = self.simulator.run_shares(plan, party_inputs)
+        # the weights stay loaded in each party's runtime for the next pass
+        outputs, stats = session.run_shares(plan, party_inputs, keep=set(param_names))
         out_names = program.output_names
         logits_name, key_names, value_names = out_names[0], out_names[1:1 + layers], out_names[1 + layers:]
         # the client alone reconstructs its output, the logits
@@ -345,10 +348,16 @@ class SecureGenerator:
     # -- the session ------------------------------------------------------------------------------
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, sampler: Optional[Sampler] = None,
                  ) -> GenerationResult:
-        from .models.decoding import prompt_inputs, step_inputs
-
+        """Generate ``max_new_tokens`` tokens after ``prompt_ids`` on three parties that stay
+        up for the whole session (:meth:`~ditto_spu.mpc.simulator.Simulator.session`)."""
         prompt_ids = check_generation_request(self.model, prompt_ids, max_new_tokens)
         sampler = sampler or Sampler()
+        with self.simulator.session() as session:
+            return self._generate(session, prompt_ids, max_new_tokens, sampler)
+
+    def _generate(self, session, prompt_ids: list, max_new_tokens: int, sampler: Sampler) -> GenerationResult:
+        from .models.decoding import prompt_inputs, step_inputs
+
         parties = [PartyState(rank) for rank in range(WORLD_SIZE)]
         costs, tokens, all_logits = [], [], []
         # the prompt pass
@@ -356,7 +365,7 @@ class SecureGenerator:
         prompt = self._compile("prompt", p_slots)
         self._say(f"prompt pass ({len(prompt_ids)} tokens in {p_slots} slots)")
         logits, new_keys, new_values, stats = self._run(
-            prompt, parties, list(prompt_inputs(self.model, self.mode, prompt_ids, p_slots)), cache=False)
+            session, prompt, parties, list(prompt_inputs(self.model, self.mode, prompt_ids, p_slots)), cache=False)
         costs.append(StepCost("prompt", p_slots, stats.wall_s, list(stats.bytes_sent), stats.rounds))
         out_infos = {b.name: b.info for b in prompt.program.plan.outputs}
         key_infos = [out_infos[n] for n in prompt.program.output_names[1:1 + prompt.layers]]
@@ -377,7 +386,7 @@ class SecureGenerator:
             step = self._compile("step", slots)
             self._say(f"step {len(tokens)}/{max_new_tokens - 1} (position {filled}, {slots} slots)")
             logits, new_keys, new_values, stats = self._run(
-                step, parties, list(step_inputs(self.model, self.mode, token, filled, filled, slots)), cache=True)
+                session, step, parties, list(step_inputs(self.model, self.mode, token, filled, filled, slots)), cache=True)
             costs.append(StepCost("step", slots, stats.wall_s, list(stats.bytes_sent), stats.rounds))
             for rank, state in enumerate(parties):
                 state.write(new_keys[rank], new_values[rank], 1)

@@ -75,9 +75,14 @@ def _run_transformer(model, mode: Mode, params, word_one_hot, attention_mask, po
 
 
 def _lm_head(params, hidden, low):
-    """GPT-2's tied LM head on ``hidden`` (batch, d): logits (batch, vocab) in ``low``."""
+    """GPT-2's tied LM head on ``hidden`` (batch, d): logits (batch, vocab) in ``low``.
+
+    Computed as (table · hiddenᵀ)ᵀ: the same products, but SPU runs a matrix product with
+    the (vocab, d) table as its left operand in seconds, and the contraction of the table's
+    second axis (``einsum('bd,vd->bv')``) in minutes (GPT-2's 50257 × 768 table, FM64:
+    153 s against 4.6 s measured here)."""
     table = params["transformer"]["wte"]["embedding"].astype(low)
-    return jnp.einsum("bd,vd->bv", hidden.astype(low), table)
+    return (table @ hidden.astype(low).T).T
 
 
 def prompt_function(model, mode: Union[str, Mode]):

@@ -91,9 +91,12 @@ class PartyRuntime:
     # when a kernel needs them. So values that only kernels touch never pay SPU's
     # protobuf round trip.
     def set_share(self, name: str, share: AShare) -> None:
-        """Hold this party's share of ``name`` (ring taken from the share)."""
+        """Hold this party's share of ``name`` (ring taken from the share). The very share
+        already held (a weight kept between runs) stays where it is, in SPU too."""
         if not isinstance(share, AShare):
             raise PlanError(f"party {self.rank}: value for {name!r} is not an AShare")
+        if self._held.get(name) is share and self._location.get(name) == share.ring:
+            return
         self.delete(name)
         self._held[name] = share
         self._location[name] = share.ring
@@ -137,8 +140,11 @@ class PartyRuntime:
         return name in self._location
 
     # ---- execution ----------------------------------------------------------------------
-    def run(self, plan: Plan, inputs: dict, *, free_dead: bool = True) -> tuple[dict, list]:
-        """Run ``plan`` with this party's input shares; return (output shares, step stats)."""
+    def run(self, plan: Plan, inputs: dict, *, free_dead: bool = True, keep=frozenset()) -> tuple[dict, list]:
+        """Run ``plan`` with this party's input shares; return (output shares, step stats).
+
+        Variables are freed after their last use (``free_dead``), except the inputs named in
+        ``keep``: a runtime that serves several runs keeps them (weights loaded once)."""
         for binding in plan.inputs:
             if binding.name not in inputs:
                 raise PlanError(f"party {self.rank}: missing input {binding.name!r}")
@@ -169,7 +175,8 @@ class PartyRuntime:
             except Exception as e:  # SPU raises RuntimeError with a C++ trace
                 raise PartyError(self.rank, f"{index}:{step.name}", _first_line(e)) from e
             for name in dead.get(index, ()):
-                self.delete(name)
+                if name not in keep:
+                    self.delete(name)
         outputs = {b.name: self.get_share(b.name, b.info.ring) for b in plan.outputs}
         return outputs, stats
 

@@ -6,10 +6,13 @@ link, runs the plan through :class:`~ditto_spu.mpc.runtime.PartyRuntime` — the
 node processes use — and reconstructs the outputs. If a party fails, ``run`` raises
 :class:`~ditto_spu.errors.PartyError` for it at once; the other parties' threads stop
 by themselves when their next receive times out (``recv_timeout_s``).
+:meth:`Simulator.session` keeps the three parties up between runs (a party keeps the
+inputs a run names, e.g. weights loaded once, as a node process would).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -96,6 +99,11 @@ class Simulator:
         stats = RunStats(wall, [r[1] for r in results], [r[2] for r in results])
         return [r[0] for r in results], stats
 
+    def session(self) -> "SimulatedSession":
+        """Three parties that stay up between runs (``with simulator.session() as s:``):
+        links, SPU runtimes and what each party keeps (see :meth:`SimulatedSession.run_shares`)."""
+        return SimulatedSession(self)
+
     def run(self, plan: Plan, inputs: dict, rng=None) -> tuple[dict, RunStats]:
         """Share ``inputs``, run ``plan``, reconstruct its outputs (float64 / int64)."""
         shares = self.share_inputs(plan, inputs, rng)
@@ -104,6 +112,112 @@ class Simulator:
         for b in plan.outputs:
             plain[b.name] = reconstruct([outputs[rank][b.name] for rank in range(WORLD_SIZE)])
         return plain, stats
+
+
+class SimulatedSession:
+    """Three party threads, each with its link and :class:`~.runtime.PartyRuntime`, serving
+    one run after another: a party keeps the inputs a run names in ``keep`` (e.g. its weight
+    shares, loaded into SPU once) for the next run. Each party's state stays in its own
+    thread's runtime; a run hands each party only its own input shares.
+
+    A failed run ends the session (a link's state is unknown after a failure): the error is
+    raised for the party that failed of its own accord, and later runs raise too.
+    """
+
+    def __init__(self, simulator: Simulator):
+        self.simulator = simulator
+        self._jobs: list = [queue.Queue() for _ in range(WORLD_SIZE)]
+        self._results: queue.Queue = queue.Queue()
+        self._threads: list = []
+        self._setup_bytes: list | None = None
+        self._failed: BaseException | None = None
+
+    def __enter__(self) -> "SimulatedSession":
+        from spu import libspu
+
+        desc = libspu.link.Desc()
+        for rank in range(WORLD_SIZE):
+            desc.add_party(f"party{rank}", f"thread_{rank}")
+        desc.recv_timeout_ms = int(self.simulator.recv_timeout_s * 1000)
+        for rank in range(WORLD_SIZE):
+            t = threading.Thread(target=self._party, args=(rank, desc), name=f"ditto-session-party-{rank}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _party(self, rank: int, desc) -> None:
+        from spu import libspu
+
+        from .runtime import PartyRuntime
+
+        link = libspu.link.create_mem(desc, rank)
+        try:
+            runtime = None
+            while True:
+                job = self._jobs[rank].get()
+                if job is None:
+                    return
+                plan, inputs, keep = job
+                try:
+                    if runtime is None:
+                        runtime = PartyRuntime(link, options=self.simulator.options, checked=self.simulator.checked)
+                        setup = runtime.setup_stats.bytes_sent
+                    else:
+                        setup = 0
+                    outputs, steps = runtime.run(plan, inputs, keep=keep)
+                    self._results.put((rank, None, (outputs, steps, setup), time.monotonic()))
+                except BaseException as e:  # reported by run_shares
+                    self._results.put((rank, e, None, time.monotonic()))
+                    return
+        finally:
+            try:
+                link.stop_link()
+            except RuntimeError:
+                pass
+
+    def run_shares(self, plan: Plan, party_inputs: list, keep=frozenset()) -> tuple[list, RunStats]:
+        """Run ``plan`` on the parties' input shares; each party keeps its inputs named in
+        ``keep`` afterwards. Returns (per-party output shares, stats)."""
+        if self._failed is not None:
+            raise DittoError(f"this simulated session failed earlier ({self._failed}); start a new one")
+        plan.validate()
+        t0 = time.perf_counter()
+        for rank in range(WORLD_SIZE):
+            self._jobs[rank].put((plan, party_inputs[rank], frozenset(keep)))
+        timeout = self.simulator.recv_timeout_s
+        results: dict = {}
+        errors: list = []
+        deadline = time.monotonic() + 3 * timeout + 60
+        while len(results) + len(errors) < WORLD_SIZE:
+            wait = (2 * timeout + 5) if errors else max(0.0, deadline - time.monotonic())
+            try:
+                rank, err, value, when = self._results.get(timeout=wait)
+            except queue.Empty:
+                break
+            if err is None:
+                results[rank] = value
+            else:
+                errors.append((when, rank, err))
+        if errors or len(results) < WORLD_SIZE:
+            causes = [e for e in errors if not _is_peer_timeout(e[2])] or errors
+            if not causes:
+                self._failed = DittoError(f"parties {sorted(set(range(WORLD_SIZE)) - set(results))} did not finish")
+                raise self._failed
+            _, rank, err = min(causes, key=lambda e: (e[0], e[1]))
+            self._failed = err if isinstance(err, PartyError) else PartyError(rank, _step_of(err), err)
+            raise self._failed
+        wall = time.perf_counter() - t0
+        ordered = [results[rank] for rank in range(WORLD_SIZE)]
+        return [r[0] for r in ordered], RunStats(wall, [r[1] for r in ordered], [r[2] for r in ordered])
+
+    def close(self) -> None:
+        for q in self._jobs:
+            q.put(None)
+        for t in self._threads:
+            t.join(self.simulator.recv_timeout_s + 5)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _wait_all(threads: list, timeout_s: float) -> None:
