@@ -157,7 +157,7 @@ def run_admitted(config: DeploymentConfig, conns: list, requests: list, what: st
 
 
 def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
-    results = [None] * 3
+    results: list = [None] * 3
     pending = {conn: rank for rank, conn in enumerate(conns)}
     deadline = t0 + config.job_timeout_s
     while pending:

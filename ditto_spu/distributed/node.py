@@ -1,19 +1,31 @@
-"""A party process: ``ditto-spu node --config configs/3pc.json --rank i``.
+"""A party process: ``ditto-spu node --config configs/3pc.json --rank i [--store DIR]``.
 
-The node listens on its control address for jobs from the driver (:mod:`.channel`: TLS
-when the config enables it, and an HMAC challenge on the deployment's key). Messages
-follow the schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a
-malformed, oversize or unauthenticated one is logged and dropped, and the node keeps
-serving. A job
-carries a Plan and this node's input shares (never a plaintext); the node opens the SPU brpc link to
-the other two nodes, runs the plan through the same PartyRuntime as the simulator, and
-returns its output shares to the driver (the client, who alone reconstructs them).
+The node listens on its control address (:mod:`.channel`: TLS when the config enables it,
+and an HMAC challenge in which the peer proves the key of its role: ``owner``, ``client``
+or ``driver``) and serves each connection in a thread of its own. Messages follow the
+schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a malformed,
+oversize or unauthenticated one is logged and dropped, and the node keeps serving. What a
+role may ask is :data:`ROLE_REQUESTS`.
 
-Faults: a job that fails (a peer died, a receive timed out, a bad plan) is reported to
-the driver and the node exits with status 1 — the link's state is unknown after a
-failure, and a supervisor restarts nodes. If the driver aborts the job or disappears,
-the node exits with status 1 too. A node is never left waiting forever: every receive
-on the link has ``link.recv_timeout_ms``.
+* ``upload_begin`` / ``upload_chunk`` / ``upload_commit`` (owner): the node receives ITS
+  OWN weight shares of a model, the Plan and the public metadata, checks them against
+  the plan's bindings and keeps them in memory and in its store (:mod:`.store`), which it
+  reloads when it starts.
+* ``model_info`` (client): a model's public metadata.
+* ``query`` (client): the client's input shares for a stored model; the node waits for
+  its turn (the run lock, ``queue_timeout_s``), says ``admitted``, and on ``start`` opens
+  a fresh SPU brpc link to the other two nodes, runs the stored Plan through the same
+  PartyRuntime as the simulator on its weight shares plus the client's, and returns its
+  output shares (the client alone reconstructs them).
+* ``run`` (driver, ``ditto-spu run``): the same with a Plan and every input's shares in
+  the message.
+
+Faults: a query that fails or is aborted after its link was opened is reported to the
+client and the node re-executes itself (:func:`restart_process`: the link's state is
+unknown, SPU threads may be blocked in a receive that cannot be cancelled), coming back
+with its stored models; the other nodes do the same when the client aborts the query. A
+failed ``run`` job still ends the node with status 1 (a supervisor restarts it). A node
+is never left waiting forever: every receive on the link has ``link.recv_timeout_ms``.
 """
 
 from __future__ import annotations
