@@ -254,20 +254,33 @@ def _dtype_name(dt) -> str:
     return name
 
 
-def share_plan_inputs(plan: Plan, inputs: dict, rng=None) -> list[dict]:
+def share_plan_inputs(plan: Plan, inputs: dict, rng=None, *, only=None) -> list[dict]:
     """What the input owners do: secret-share each plaintext input into its binding's ring.
 
     Returns one dict of AShares per party; PlanError for a missing, unknown or misshaped
-    input. Used by the simulator and by the deployment driver alike.
+    input. ``only``: the names of the inputs this owner shares (e.g. the model owner's
+    weights; default every input of the plan). Used by the simulator, the deployment
+    driver and the service's owner alike.
     """
-    missing = [b.name for b in plan.inputs if b.name not in inputs]
-    if missing:
-        raise PlanError(f"missing input(s) {missing}; the plan takes {[b.name for b in plan.inputs]}")
-    unknown = sorted(set(inputs) - {b.name for b in plan.inputs})
-    if unknown:
+    bindings = plan.inputs if only is None else [b for b in plan.inputs if b.name in set(only)]
+    if only is not None and len(bindings) != len(set(only)):
+        unknown = sorted(set(only) - {b.name for b in plan.inputs})
         raise PlanError(f"unknown input(s) {unknown}; the plan takes {[b.name for b in plan.inputs]}")
+    return share_bound_inputs(bindings, inputs, rng)
+
+
+def share_bound_inputs(bindings, inputs: dict, rng=None) -> list[dict]:
+    """:func:`share_plan_inputs` for a list of InputBindings (a client knows its own
+    inputs' bindings from a model's metadata, not the whole plan)."""
+    names = [b.name for b in bindings]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise PlanError(f"missing input(s) {missing}; the plan takes {names}")
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise PlanError(f"unknown input(s) {unknown}; the plan takes {names}")
     per_party: list[dict] = [{} for _ in range(WORLD_SIZE)]
-    for b in plan.inputs:
+    for b in bindings:
         value = np.asarray(inputs[b.name])
         if tuple(value.shape) != b.info.shape:
             raise PlanError(

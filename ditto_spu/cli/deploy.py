@@ -11,7 +11,7 @@ def run_node(args) -> int:
     from ..distributed.config import load_config
     from ..distributed.node import serve
 
-    return serve(load_config(args.config), args.rank, max_jobs=args.max_jobs)
+    return serve(load_config(args.config), args.rank, max_jobs=args.max_jobs, store=args.store)
 
 
 def run_driver(args) -> int:
@@ -38,9 +38,12 @@ def add_parser(sub) -> None:
     p.add_argument("--config", required=True, help="deployment config, e.g. configs/3pc.json")
     p.add_argument("--rank", type=int, required=True, help="this node's index in the config (0, 1, 2)")
     p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.add_argument("--store", default=None, help="directory of this node's uploaded weight shares "
+                   "(default: the config's nodes[rank].store, else ~/.cache/ditto-spu/node{rank})")
     p.set_defaults(func=run_node)
 
-    p = sub.add_parser("run", help="drive one secure inference on a three-node deployment")
+    p = sub.add_parser("run", help="one-process convenience: hold model and input, share both, run once "
+                       "(the service is upload + query)")
     p.add_argument("--config", required=True)
     p.add_argument("--demo-plan", action="store_true", help="run the small hand-built mixed-ring plan")
     p.add_argument("--model", default=None)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import DittoError
-from . import bench, calibrate, demo, deploy, distill, generate, infer, reports
+from . import bench, calibrate, demo, deploy, distill, generate, infer, reports, service
 from . import compile as compile_command
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantization-aware secure Transformer inference on SPU with mixed rings.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (reports, demo, infer, generate, deploy, compile_command, calibrate, bench, distill):
+    for module in (reports, demo, infer, generate, deploy, service, compile_command, calibrate, bench, distill):
         module.add_parser(sub)
     return parser
 

@@ -12,12 +12,18 @@ than the receiver's limit is refused before it is read (:class:`~.wire.WireError
 Opening a connection (inside TLS when it is on; the driver speaks first, so a client
 without TLS is refused by a TLS node at once):
 
-1. driver → node: ``HELLO`` + 32 random bytes *m*;
-2. node → driver: ``CHALLENGE`` + 32 random bytes *n*;
-3. driver → node: HMAC-SHA256(key, ``driver`` ‖ *n*);
-4. node → driver: ``WELCOME`` + HMAC-SHA256(key, ``node`` ‖ *m* ‖ *n*) — or ``FAILURE``,
-   and it closes the connection and logs the rejection;
-5. the driver checks the node's answer (a peer without the key cannot give it).
+1. peer → node: ``HELLO`` + role + `` `` + 32 random bytes *m*; the role is ``driver``
+   (the operator: ``run``, ``shutdown``), ``owner`` (uploads weights) or ``client``
+   (queries); each role has its own key (config ``authkey_env``, ``owner_key_env``,
+   ``client_key_env``);
+2. node → peer: ``CHALLENGE`` + 32 random bytes *n*;
+3. peer → node: HMAC-SHA256(key[role], ``driver:`` role ‖ *n*);
+4. node → peer: ``WELCOME`` + HMAC-SHA256(key[role], ``node:`` role ‖ *m* ‖ *n*) — or
+   ``FAILURE``, and it closes the connection and logs the rejection;
+5. the peer checks the node's answer (a peer without the key cannot give it).
+
+The node then knows the connection's role and accepts only that role's requests
+(:data:`ditto_spu.distributed.node.ROLE_REQUESTS`): a client key cannot upload.
 
 With ``link.tls.enabled`` the node presents the certificate ``link.tls.cert`` (key
 ``link.tls.key``) and the driver verifies it against ``link.tls.ca``, as the brpc links
@@ -89,6 +95,7 @@ class Connection:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.role = ""  # on a node: the role the peer authenticated as
 
     # -- framing ---------------------------------------------------------------------------
 
@@ -161,18 +168,30 @@ def _mac(key: bytes, role: bytes, *nonces: bytes) -> bytes:
     return hmac.new(key, role + b"".join(nonces), hashlib.sha256).digest()
 
 
+ROLES = ("driver", "owner", "client")
+
+
 class Listener:
     """A node's control listener; :meth:`accept` returns an authenticated Connection or
     raises (OSError, ssl.SSLError, AuthenticationError, WireError, EOFError) — the caller
-    logs it and keeps serving."""
+    logs it and keeps serving. ``keys``: {role: key}, or one key (the driver's only).
+    The connection's ``role`` says which key it proved."""
 
-    def __init__(self, address: tuple, authkey: bytes, ssl_context: ssl.SSLContext | None):
-        self.authkey = authkey
+    def __init__(self, address: tuple, keys, ssl_context: ssl.SSLContext | None):
+        self.keys = dict(keys) if isinstance(keys, dict) else {"driver": bytes(keys)}
         self.ssl_context = ssl_context
-        self.sock = socket.create_server(address, backlog=16)
+        self.sock = socket.create_server(address, backlog=64)
 
     def accept(self) -> Connection:
-        raw, peer = self.sock.accept()
+        raw, peer = self.accept_raw()
+        return self.authenticate(raw, peer)
+
+    def accept_raw(self) -> tuple:
+        """A new TCP connection, not yet authenticated (:meth:`authenticate` it, e.g. in
+        a thread of its own so a slow peer does not hold up the others)."""
+        return self.sock.accept()
+
+    def authenticate(self, raw: socket.socket, peer) -> Connection:
         sock = raw
         where = f"{peer[0]}:{peer[1]}"
         try:
@@ -184,17 +203,21 @@ class Listener:
                     raise ssl.SSLError(f"TLS handshake with {where} failed (a client without TLS?): {e}") from None
             conn = Connection(sock)
             hello = conn.recv_bytes(_HANDSHAKE_MAX)
-            if not hello.startswith(_HELLO) or len(hello) != len(_HELLO) + _NONCE:
-                raise AuthenticationError(f"{where} did not open with the control channel's greeting")
-            m = hello[len(_HELLO):]
+            rest = hello[len(_HELLO):]
+            role = rest[: -_NONCE - 1].decode("ascii", "replace")
+            if not hello.startswith(_HELLO) or rest[-_NONCE - 1 : -_NONCE] != b" " or role not in self.keys:
+                raise AuthenticationError(f"{where} did not open with the control channel's greeting (or an unknown role)")
+            m = rest[-_NONCE:]
             n = os.urandom(_NONCE)
             conn.send_bytes(_CHALLENGE + n)
             answer = conn.recv_bytes(_HANDSHAKE_MAX)
-            if not hmac.compare_digest(answer, _mac(self.authkey, b"driver", n)):
+            key, tag = self.keys[role], role.encode()
+            if not hmac.compare_digest(answer, _mac(key, b"driver:" + tag, n)):
                 conn.send_bytes(_FAILURE)
-                raise AuthenticationError(f"{where} failed the key challenge (wrong key?)")
-            conn.send_bytes(_WELCOME + _mac(self.authkey, b"node", m, n))
+                raise AuthenticationError(f"{where} failed the key challenge as {role} (wrong key?)")
+            conn.send_bytes(_WELCOME + _mac(key, b"node:" + tag, m, n))
             sock.settimeout(None)
+            conn.role = role
             return conn
         except BaseException:
             sock.close()
@@ -211,8 +234,10 @@ class Listener:
         self.close()
 
 
-def connect(address: tuple, authkey: bytes, ssl_context: ssl.SSLContext | None, timeout: float = 30.0) -> Connection:
-    """Open an authenticated connection to a node's ``address``. ConnectionError (and other
+def connect(address: tuple, authkey: bytes, ssl_context: ssl.SSLContext | None, timeout: float = 30.0,
+            role: str = "driver") -> Connection:
+    """Open an authenticated connection to a node's ``address`` as ``role`` (whose key
+    ``authkey`` is). ConnectionError (and other
     OSError) when nothing listens; ssl.SSLError when the TLS handshake fails (e.g. the
     node's certificate does not verify, or the node runs without TLS);
     AuthenticationError when the node refuses the key or cannot prove it holds it."""
@@ -231,7 +256,7 @@ def connect(address: tuple, authkey: bytes, ssl_context: ssl.SSLContext | None, 
         conn = Connection(sock)
         m = os.urandom(_NONCE)
         try:
-            conn.send_bytes(_HELLO + m)
+            conn.send_bytes(_HELLO + role.encode() + b" " + m)
             challenge = conn.recv_bytes(_HANDSHAKE_MAX)
         except (EOFError, WireError, ConnectionError) as e:
             raise AuthenticationError(
@@ -241,14 +266,14 @@ def connect(address: tuple, authkey: bytes, ssl_context: ssl.SSLContext | None, 
         if not challenge.startswith(_CHALLENGE) or len(challenge) != len(_CHALLENGE) + _NONCE:
             raise AuthenticationError(f"the peer at {where} is not a ditto-spu node (unexpected greeting)")
         n = challenge[len(_CHALLENGE):]
-        conn.send_bytes(_mac(authkey, b"driver", n))
+        conn.send_bytes(_mac(authkey, b"driver:" + role.encode(), n))
         try:
             reply = conn.recv_bytes(_HANDSHAKE_MAX)
         except (EOFError, WireError, ConnectionError):
             reply = b""
         if not reply.startswith(_WELCOME):
-            raise AuthenticationError(f"the node at {where} refused the key")
-        if not hmac.compare_digest(reply[len(_WELCOME):], _mac(authkey, b"node", m, n)):
+            raise AuthenticationError(f"the node at {where} refused the {role} key")
+        if not hmac.compare_digest(reply[len(_WELCOME):], _mac(authkey, b"node:" + role.encode(), m, n)):
             raise AuthenticationError(f"the node at {where} does not hold the deployment's key")
         sock.settimeout(None)
         return conn

@@ -16,8 +16,12 @@ Shape (see configs/3pc.json)::
       "rings": {"low": "FXP32[f=10]", "high": "FXP64[f=18]"},
       "spu": {"fxp_exp_iters": 5, ...SpuOptions fields...},
       "policy": "policy_default.json",        # path relative to the config, or inline
-      "authkey_env": "DITTO_SPU_AUTHKEY",     # control-channel key, read from the env
-                                              # (required unless every address is loopback)
+      "authkey_env": "DITTO_SPU_AUTHKEY",     # the driver's (operator's) key: `run`, shutdown
+      "owner_key_env": "DITTO_SPU_OWNER_KEY", # the model owner's key: upload (and query)
+      "client_key_env": "DITTO_SPU_CLIENT_KEY",  # clients' key: model metadata and queries
+                                              # (keys are read from the env; required unless
+                                              # every address is loopback; all distinct)
+      "queue_timeout_s": 300,                 # how long a query waits for a busy node
       "max_message_mb": 8192                  # largest control message accepted
     }
 
@@ -56,6 +60,7 @@ SCHEMA = {
                     "link_address": _ADDRESS,
                     "control_address": _ADDRESS,
                     "link_connect_address": _ADDRESS,
+                    "store": {"type": "string", "minLength": 1},
                 },
             },
         },
@@ -93,6 +98,9 @@ SCHEMA = {
         "spu": {"type": "object"},
         "policy": {"type": ["string", "object", "null"]},
         "authkey_env": {"type": "string"},
+        "owner_key_env": {"type": "string"},
+        "client_key_env": {"type": "string"},
+        "queue_timeout_s": {"type": "number", "exclusiveMinimum": 0},
         "job_timeout_s": {"type": "number", "exclusiveMinimum": 0},
         "max_message_mb": {"type": "number", "exclusiveMinimum": 0},
     },
@@ -109,6 +117,7 @@ class NodeSpec:
     link_address: str  # where this node's link listens
     control_address: str
     link_connect_address: str = ""  # where its peers connect (a relay); default link_address
+    store: str = ""  # where the node keeps uploaded weight shares (absolute; "" = default)
 
     @property
     def link_peer_address(self) -> str:
@@ -147,6 +156,9 @@ class DeploymentConfig:
     job_timeout_s: float
     raw: dict
     max_message_mb: float = 8192.0  # largest control message a node or driver accepts
+    owner_key_env: str = "DITTO_SPU_OWNER_KEY"
+    client_key_env: str = "DITTO_SPU_CLIENT_KEY"
+    queue_timeout_s: float = 300.0
 
     @property
     def max_message_bytes(self) -> int:
@@ -168,21 +180,46 @@ class DeploymentConfig:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
 
     def authkey(self) -> bytes:
-        """The control channel's key, from the environment variable ``authkey_env``. A
-        public default exists only for deployments whose addresses are all loopback (one
-        machine); any other deployment refuses to start without a key of its own."""
-        key = os.environ.get(self.authkey_env)
+        """The driver's (operator's) key: :meth:`role_key` of ``"driver"``."""
+        return self.role_key("driver")
+
+    def key_env(self, role: str) -> str:
+        """The environment variable holding ``role``'s key (driver, owner or client)."""
+        envs = {"driver": self.authkey_env, "owner": self.owner_key_env, "client": self.client_key_env}
+        if role not in envs:
+            raise ConfigError(f"unknown control-channel role {role!r}; roles are {sorted(envs)}")
+        return envs[role]
+
+    def role_key(self, role: str) -> bytes:
+        """``role``'s control-channel key, from its environment variable (``authkey_env``,
+        ``owner_key_env``, ``client_key_env``). A public default per role exists only for
+        deployments whose addresses are all loopback (one machine); any other deployment
+        refuses to start without a key of its own."""
+        env = self.key_env(role)
+        key = os.environ.get(env)
         if key:
             if len(key) < 16:
-                raise ConfigError(f"{self.path}: the key in ${self.authkey_env} is shorter than 16 characters")
+                raise ConfigError(f"{self.path}: the key in ${env} ({role}) is shorter than 16 characters")
             return key.encode()
         if not self.loopback_only:
             raise ConfigError(
                 f"{self.path}: nodes listen on non-loopback addresses, so the control channel needs a "
-                f"secret key: set ${self.authkey_env} (the same value on every node and the driver, "
+                f"secret {role} key: set ${env} (the same value on every node and the {role}, "
                 "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`)"
             )
-        return b"ditto-spu-loopback-only-authkey"
+        return b"ditto-spu-loopback-only-authkey" if role == "driver" else f"ditto-spu-loopback-only-{role}-key".encode()
+
+    def node_keys(self) -> dict:
+        """Every role's key (what a node checks peers against); ConfigError if two roles
+        share a key — a client holding the owner's key could upload."""
+        keys = {role: self.role_key(role) for role in ("driver", "owner", "client")}
+        if len(set(keys.values())) != len(keys):
+            same = [r for r in keys if list(keys.values()).count(keys[r]) > 1]
+            raise ConfigError(
+                f"{self.path}: roles {same} have the same key (${', $'.join(self.key_env(r) for r in same)}); "
+                "each role needs its own key, or one role could act as another"
+            )
+        return keys
 
     def link_desc(self, rank: int | None = None):
         """The SPU brpc link description for the three nodes, as node ``rank`` uses it:
@@ -281,7 +318,7 @@ def parse_config(raw: dict, path: str = "<config>") -> DeploymentConfig:
         raise ConfigError(f"{path}: {e}") from None
     return DeploymentConfig(
         path=os.path.abspath(path),
-        nodes=tuple(NodeSpec(**n) for n in raw["nodes"]),
+        nodes=tuple(NodeSpec(**_node_fields(n, path)) for n in raw["nodes"]),
         link=link,
         low=low,
         high=high,
@@ -291,7 +328,18 @@ def parse_config(raw: dict, path: str = "<config>") -> DeploymentConfig:
         job_timeout_s=float(raw.get("job_timeout_s", 3600)),
         raw=raw,
         max_message_mb=float(raw.get("max_message_mb", 8192)),
+        owner_key_env=raw.get("owner_key_env", "DITTO_SPU_OWNER_KEY"),
+        client_key_env=raw.get("client_key_env", "DITTO_SPU_CLIENT_KEY"),
+        queue_timeout_s=float(raw.get("queue_timeout_s", 300)),
     )
+
+
+def _node_fields(node: dict, path: str) -> dict:
+    fields = dict(node)
+    store = fields.get("store")
+    if store and not os.path.isabs(store):
+        fields["store"] = os.path.join(os.path.dirname(os.path.abspath(path)), store)
+    return fields
 
 
 def _is_loopback(host: str) -> bool:

@@ -22,14 +22,14 @@ from .wire import WireError, recv_message, send_message
 _SMALL = 1 << 20  # replies other than results are small
 
 
-def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
+def _connect(config: DeploymentConfig, rank: int, timeout_s: float, role: str = "driver"):
     node = config.nodes[rank]
-    key, tls = config.authkey(), client_context(config)
+    key, tls = config.role_key(role), client_context(config)
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         try:
-            return connect(node.control_host_port, key, tls, timeout=max(1.0, deadline - time.monotonic()))
+            return connect(node.control_host_port, key, tls, timeout=max(1.0, deadline - time.monotonic()), role=role)
         except ssl.SSLError as e:  # not a node still starting up: do not retry
             if isinstance(e, ssl.SSLCertVerificationError):
                 hint = f"its certificate does not verify against link.tls.ca ({config.link.tls_ca})"
@@ -40,8 +40,8 @@ def _connect(config: DeploymentConfig, rank: int, timeout_s: float):
             ) from None
         except AuthenticationError as e:
             raise DittoError(
-                f"node {rank} ({node.id}): {e}; the driver and every node need the same key in "
-                f"${config.authkey_env} and the same link.tls setting"
+                f"node {rank} ({node.id}): {e}; the {role} and every node need the same {role} key in "
+                f"${config.key_env(role)} and the same link.tls setting"
             ) from None
         except OSError as e:
             last = e
@@ -86,53 +86,78 @@ def run_plan(
     per_party = share_plan_inputs(plan, inputs, rng)
     conns = [_connect(config, rank, connect_timeout_s) for rank in range(3)]
     plan_bytes = plan.to_bytes()
+    requests = [
+        {"type": "run", "rank": rank, "digest": config.digest, "plan": plan_bytes, "inputs": per_party[rank],
+         "checked": checked}
+        for rank in range(3)
+    ]
     t0 = time.perf_counter()
     try:
-        for rank, conn in enumerate(conns):
-            try:
-                send_message(
-                    conn,
-                    {
-                        "type": "run",
-                        "rank": rank,
-                        "digest": config.digest,
-                        "plan": plan_bytes,
-                        "inputs": per_party[rank],
-                        "checked": checked,
-                    },
-                )
-            except OSError as e:
-                # the nodes that already have their job would otherwise wait on a dead peer
-                _abort({c: r for r, c in enumerate(conns) if r != rank}, f"node {rank} died")
-                raise DittoError(
-                    f"node {rank} ({config.nodes[rank].control_address}) closed its connection while "
-                    f"the job was being sent ({type(e).__name__}): it died or was killed; the other "
-                    "nodes were told to abort"
-                ) from None
-        results = _collect(config, conns, t0)
-        for conn in conns:  # every node is done with its link: they may close them now
-            try:
-                send_message(conn, {"type": "release"})
-            except OSError:
-                pass
+        results = run_admitted(config, conns, requests, "job")
     finally:
         for conn in conns:
             conn.close()
     wall = time.perf_counter() - t0
-    stats = RunStats(
-        wall,
-        [r["steps"] for r in results],
-        [r["setup_bytes_sent"] for r in results],
-        [r["link_setup_s"] for r in results],
-    )
+    stats = stats_of(results, wall)
     outputs = {
         b.name: reconstruct([results[rank]["outputs"][b.name] for rank in range(3)]) for b in plan.outputs
     }
     return outputs, stats
 
 
+def stats_of(results: list, wall_s: float) -> RunStats:
+    """The RunStats of three nodes' ``result`` messages."""
+    return RunStats(
+        wall_s,
+        [r["steps"] for r in results],
+        [r["setup_bytes_sent"] for r in results],
+        [r["link_setup_s"] for r in results],
+    )
+
+
+def run_admitted(config: DeploymentConfig, conns: list, requests: list, what: str) -> list:
+    """Send node r ``requests[r]`` (a ``run`` or ``query``) in rank order, each only once
+    the previous node has admitted its own (its run lock: queries take turns, and since
+    every caller takes the nodes in the same order no two wait on each other), then tell
+    all three to start; collect the three ``result`` messages and release the nodes.
+    A node that fails, dies or refuses stops everything: the others are told to abort
+    and the DittoError names the node."""
+    for rank, conn in enumerate(conns):
+        others = {c: r for r, c in enumerate(conns) if r != rank}
+        node = config.nodes[rank]
+        try:
+            send_message(conn, requests[rank])
+            conn.sock.settimeout(config.queue_timeout_s + 30)
+            reply = recv_message(conn, max_bytes=_SMALL, expected_types={"admitted", "error"})
+            conn.sock.settimeout(None)
+        except (OSError, EOFError, WireError) as e:
+            # the nodes that already have their request would otherwise wait for a start
+            _abort(others, f"node {rank} died")
+            raise DittoError(
+                f"node {rank} ({node.id}, {node.control_address}) closed its connection while the {what} was being "
+                f"sent ({type(e).__name__}: {e}): it died or was killed; the other nodes were told to abort"
+            ) from None
+        if reply["type"] == "error":
+            _abort(others, f"node {rank} refused the {what}")
+            raise PartyError(rank, what, reply.get("message", "unknown error"))
+    t0 = time.monotonic()
+    for rank, conn in enumerate(conns):
+        try:
+            send_message(conn, {"type": "start"})
+        except OSError:
+            _abort({c: r for r, c in enumerate(conns) if r != rank}, f"node {rank} died")
+            raise DittoError(f"node {rank} ({config.nodes[rank].id}) closed its connection before the {what} started") from None
+    results = _collect(config, conns, t0)
+    for conn in conns:  # every node is done with its link: they may close them now
+        try:
+            send_message(conn, {"type": "release"})
+        except OSError:
+            pass
+    return results
+
+
 def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
-    results = [None] * 3
+    results: list = [None] * 3
     pending = {conn: rank for rank, conn in enumerate(conns)}
     deadline = t0 + config.job_timeout_s
     while pending:
@@ -149,8 +174,8 @@ def _collect(config: DeploymentConfig, conns: list, t0: float) -> list:
             except (EOFError, OSError):
                 _abort(pending, f"node {rank} died")
                 raise DittoError(
-                    f"node {rank} ({config.nodes[rank].control_address}) closed its connection "
-                    f"mid-run: it died or was killed; the other nodes were told to abort"
+                    f"node {rank} ({config.nodes[rank].id}, {config.nodes[rank].control_address}) closed its "
+                    f"connection mid-run: it died or was killed; the other nodes were told to abort"
                 ) from None
             if msg.get("type") == "error":
                 _abort(pending, f"node {rank} failed")

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import typing
 
 
 def free_ports(n: int) -> list:
@@ -37,12 +38,14 @@ class LocalNodes:
         self.ranks = ranks
         self.max_jobs = max_jobs
         self.log_dir = log_dir
-        self.procs = {}
+        self.procs: dict = {}
 
     def start(self, rank: int):
         cmd = [sys.executable, "-m", "ditto_spu.cli", "node", "--config", self.config_path, "--rank", str(rank)]
         if self.max_jobs:
             cmd += ["--max-jobs", str(self.max_jobs)]
+        out: typing.Any
+        err: typing.Any
         if self.log_dir is None:
             out = err = subprocess.PIPE
         else:

@@ -1,19 +1,31 @@
-"""A party process: ``ditto-spu node --config configs/3pc.json --rank i``.
+"""A party process: ``ditto-spu node --config configs/3pc.json --rank i [--store DIR]``.
 
-The node listens on its control address for jobs from the driver (:mod:`.channel`: TLS
-when the config enables it, and an HMAC challenge on the deployment's key). Messages
-follow the schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a
-malformed, oversize or unauthenticated one is logged and dropped, and the node keeps
-serving. A job
-carries a Plan and this node's input shares (never a plaintext); the node opens the SPU brpc link to
-the other two nodes, runs the plan through the same PartyRuntime as the simulator, and
-returns its output shares to the driver (the client, who alone reconstructs them).
+The node listens on its control address (:mod:`.channel`: TLS when the config enables it,
+and an HMAC challenge in which the peer proves the key of its role: ``owner``, ``client``
+or ``driver``) and serves each connection in a thread of its own. Messages follow the
+schema of :mod:`.wire` (JSON headers plus raw arrays; nothing is unpickled); a malformed,
+oversize or unauthenticated one is logged and dropped, and the node keeps serving. What a
+role may ask is :data:`ROLE_REQUESTS`.
 
-Faults: a job that fails (a peer died, a receive timed out, a bad plan) is reported to
-the driver and the node exits with status 1 — the link's state is unknown after a
-failure, and a supervisor restarts nodes. If the driver aborts the job or disappears,
-the node exits with status 1 too. A node is never left waiting forever: every receive
-on the link has ``link.recv_timeout_ms``.
+* ``upload_begin`` / ``upload_chunk`` / ``upload_commit`` (owner): the node receives ITS
+  OWN weight shares of a model, the Plan and the public metadata, checks them against
+  the plan's bindings and keeps them in memory and in its store (:mod:`.store`), which it
+  reloads when it starts.
+* ``model_info`` (client): a model's public metadata.
+* ``query`` (client): the client's input shares for a stored model; the node waits for
+  its turn (the run lock, ``queue_timeout_s``), says ``admitted``, and on ``start`` opens
+  a fresh SPU brpc link to the other two nodes, runs the stored Plan through the same
+  PartyRuntime as the simulator on its weight shares plus the client's, and returns its
+  output shares (the client alone reconstructs them).
+* ``run`` (driver, ``ditto-spu run``): the same with a Plan and every input's shares in
+  the message.
+
+Faults: a query that fails or is aborted after its link was opened is reported to the
+client and the node re-executes itself (:func:`restart_process`: the link's state is
+unknown, SPU threads may be blocked in a receive that cannot be cancelled), coming back
+with its stored models; the other nodes do the same when the client aborts the query. A
+failed ``run`` job still ends the node with status 1 (a supervisor restarts it). A node
+is never left waiting forever: every receive on the link has ``link.recv_timeout_ms``.
 """
 
 from __future__ import annotations
@@ -27,16 +39,26 @@ import time
 import traceback
 
 from ..errors import DittoError
+from ..plan import Plan
 from .channel import Listener, server_context
 from .config import ConfigError, DeploymentConfig
+from .store import ModelStore, StoredModel, check_model_id, default_store_dir
 from .wire import WireError, recv_message, send_message
 
-# What a node accepts from the driver, and when.
-REQUESTS = {"hello", "shutdown", "run"}
+# What a node accepts, by the role a connection authenticated as (channel.py), and when.
+ROLE_REQUESTS = {
+    "driver": {"hello", "shutdown", "run", "model_info", "list_models"},
+    "owner": {"hello", "upload_begin", "model_info", "list_models", "query"},
+    "client": {"hello", "model_info", "query"},
+}
+REQUESTS = set().union(*ROLE_REQUESTS.values())
+UPLOAD = {"upload_chunk", "upload_commit", "abort"}
+BEFORE_START = {"start", "abort"}
 DURING_JOB = {"abort"}
 AFTER_JOB = {"release"}
 
 EXIT_JOB_FAILED = 1
+_SMALL = 1 << 20
 
 
 def _log(rank: int, message: str) -> None:
@@ -58,14 +80,35 @@ def _check_port_free(address: str, what: str, rank: int) -> None:
             raise DittoError(f"node {rank}: cannot bind {what} {address}: {e}") from None
 
 
-def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -> int:
-    """Serve jobs until told to shut down; returns the process exit status."""
+def restart_process(rank: int, reason: str) -> None:
+    """Replace this process by a fresh copy of itself (same command line, same pid): the
+    way a node leaves a query whose SPU link failed or was aborted. SPU's threads may be
+    blocked in a receive that cannot be cancelled and the link's state is unknown, so the
+    node does not reuse anything of it; the new process reloads its stored models."""
+    _log(rank, f"restarting ({reason}); stored models are reloaded from the store")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError as e:
+        _log(rank, f"cannot restart ({e}); exiting")
+    os._exit(EXIT_JOB_FAILED)
+
+
+def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None, store: str | None = None,
+          restart=restart_process) -> int:
+    """Serve requests until told to shut down; returns the process exit status.
+    ``store``: the model store directory (default: the config's ``nodes[rank].store``,
+    else ``~/.cache/ditto-spu/node{rank}``). ``restart(rank, reason)``: what the node does
+    after a query whose link failed (default: re-execute itself)."""
     if rank not in (0, 1, 2):
         raise ConfigError(f"--rank must be 0, 1 or 2 (the config has 3 nodes), got {rank}")
     node = config.nodes[rank]
     _check_port_free(node.link_address, "link address", rank)
+    keys = config.node_keys()
+    server = NodeServer(config, rank, store or node.store or default_store_dir(rank), max_jobs, restart)
     try:
-        listener = Listener(node.control_host_port, config.authkey(), server_context(config))
+        listener = Listener(node.control_host_port, keys, server_context(config))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise DittoError(
@@ -74,61 +117,282 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None) -
             ) from None
         raise DittoError(f"node {rank}: cannot listen on {node.control_address}: {e}") from None
     tls = "TLS" if config.link.tls_enabled else "no TLS (authenticated, not encrypted)"
-    _log(rank, f"ready: id {node.id}, control {node.control_address} ({tls}), link {node.link_address}")
-    jobs = 0
+    _log(rank, f"ready: id {node.id}, control {node.control_address} ({tls}), link {node.link_address}, "
+               f"store {server.store.root} ({len(server.models)} model(s): {sorted(server.models)})")
     with listener:
-        while max_jobs is None or jobs < max_jobs:
+        listener.sock.settimeout(0.5)
+        while not server.stopped.is_set():
             try:
-                conn = listener.accept()
-            except Exception as e:  # TLS or key failure, malformed greeting, reset connection
-                _log(rank, f"rejected a control connection: {type(e).__name__}: {e}")
+                raw, peer = listener.accept_raw()
+            except socket.timeout:
                 continue
-            with conn:
-                try:
-                    msg = recv_message(conn, max_bytes=config.max_message_bytes, expected_types=REQUESTS)
-                except EOFError:
-                    continue
-                except (WireError, OSError) as e:
-                    _log(rank, f"dropped a malformed control message: {e}")
-                    continue
-                kind = msg["type"]
+            raw.settimeout(None)
+            threading.Thread(target=server.handle, args=(listener, raw, peer), daemon=True).start()
+    return server.exit_status
+
+
+class NodeServer:
+    """A node's state: its stored models (weight shares of this party only), the run
+    lock that puts queries and jobs in turn, and the request handlers (one thread per
+    control connection)."""
+
+    def __init__(self, config: DeploymentConfig, rank: int, store_dir: str, max_jobs, restart):
+        self.config, self.rank = config, rank
+        self.store = ModelStore(store_dir, rank)
+        self.models: dict = {}
+        for model_id in self.store.model_ids():
+            try:
+                self.models[model_id] = self.store.load(model_id)
+            except DittoError as e:
+                _log(rank, f"skipping stored model {model_id!r}: {e}")
+        self.models_lock = threading.Lock()
+        self.run_lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.exit_status = 0
+        self.max_jobs = max_jobs
+        self.jobs = 0
+        self.restart = restart
+
+    # ---- connections ------------------------------------------------------------------
+    def handle(self, listener, raw, peer) -> None:
+        rank = self.rank
+        try:
+            conn = listener.authenticate(raw, peer)
+        except Exception as e:  # TLS or key failure, malformed greeting, reset connection
+            _log(rank, f"rejected a control connection: {type(e).__name__}: {e}")
+            return
+        with conn:
+            try:
+                msg = recv_message(conn, max_bytes=self.config.max_message_bytes, expected_types=REQUESTS)
+            except EOFError:
+                return
+            except (WireError, OSError) as e:
+                _log(rank, f"dropped a malformed control message: {e}")
+                return
+            kind = msg["type"]
+            try:
+                if kind not in ROLE_REQUESTS[conn.role]:
+                    _log(rank, f"refused {kind!r} from a {conn.role} connection")
+                    allowed = [r for r, kinds in ROLE_REQUESTS.items() if kind in kinds]
+                    raise DittoError(
+                        f"node {rank} refuses {kind!r} from a connection with the {conn.role} key; it needs "
+                        f"the {' or '.join(allowed)} key (${' or $'.join(self.config.key_env(r) for r in allowed)})"
+                    )
                 if kind == "hello":
-                    send_message(conn, {"type": "hello", "rank": rank, "id": node.id, "digest": config.digest})
+                    send_message(conn, {"type": "hello", "rank": rank, "id": self.config.nodes[rank].id,
+                                        "digest": self.config.digest, "role": conn.role})
                 elif kind == "shutdown":
                     send_message(conn, {"type": "bye"})
                     _log(rank, "shutting down")
-                    return 0
+                    self.stopped.set()
+                elif kind == "list_models":
+                    with self.models_lock:
+                        send_message(conn, {"type": "models", "rank": rank, "models": sorted(self.models)})
+                elif kind == "model_info":
+                    model = self._model(msg.get("model_id"))
+                    send_message(conn, {"type": "model_info", "rank": rank, "meta": model.meta})
+                elif kind == "upload_begin":
+                    self._upload(conn, msg)
+                elif kind == "query":
+                    self._query(conn, msg)
                 elif kind == "run":
-                    jobs += 1
-                    status = _serve_job(config, rank, conn, msg)
-                    if status != 0:
-                        return status
-    return 0
+                    self._job(conn, msg)
+            except DittoError as e:
+                try:
+                    send_message(conn, {"type": "error", "rank": rank, "message": str(e)})
+                except OSError:
+                    pass
+            except (EOFError, WireError, OSError) as e:
+                _log(rank, f"{kind}: the connection failed ({type(e).__name__}: {e})")
+
+    def _check_digest_rank(self, msg: dict) -> None:
+        rank = self.rank
+        if msg.get("digest") != self.config.digest:
+            raise DittoError(
+                f"node {rank}'s config ({self.config.path}) differs from the driver's; "
+                "all nodes and the driver must use the same file"
+            )
+        if msg.get("rank") != rank:
+            raise DittoError(
+                f"job for rank {msg.get('rank')} was sent to node {rank}; check the "
+                "nodes' --rank flags against the config's node order"
+            )
+
+    def _model(self, model_id) -> StoredModel:
+        check_model_id(model_id)
+        with self.models_lock:
+            model = self.models.get(model_id)
+            known = sorted(self.models)
+        if model is None:
+            raise DittoError(
+                f"node {self.rank} has no model {model_id!r} (it holds {known or 'none'}); the model "
+                "owner uploads it with `ditto-spu upload --model-id ...`"
+            )
+        return model
+
+    # ---- upload (owner) -----------------------------------------------------------------
+    def _upload(self, conn, msg: dict) -> None:
+        """upload_begin {model_id, rank, digest, meta, plan, weights: {name: [shape...]}}
+        then upload_chunk {pieces: [{name, start, share}]}... then upload_commit: the
+        node checks every weight arrived whole, stores it, answers ``stored``."""
+        from ..shares import AShare
+
+        rank = self.rank
+        self._check_digest_rank(msg)
+        model_id = check_model_id(msg.get("model_id"))
+        meta, plan_bytes, weights = msg.get("meta"), msg.get("plan"), msg.get("weights")
+        if not isinstance(meta, dict) or not isinstance(plan_bytes, bytes) or not isinstance(weights, dict):
+            raise DittoError(f"node {rank}: upload_begin needs meta (object), plan (bytes), weights (names)")
+        plan = Plan.from_bytes(plan_bytes)
+        bindings = {b.name: b for b in plan.inputs}
+        client = set(meta.get("client_inputs", {}).values())
+        if set(weights) | client != set(bindings) or set(weights) & client:
+            raise DittoError(
+                f"node {rank}: the upload's weights and client inputs do not partition the plan's inputs"
+            )
+        parts: dict = {name: [] for name in weights}
+        rows: dict = {name: 0 for name in weights}
+        send_message(conn, {"type": "ready", "rank": rank})
+        while True:
+            chunk = recv_message(conn, max_bytes=self.config.max_message_bytes, expected_types=UPLOAD)
+            if chunk["type"] == "abort":
+                _log(rank, f"upload of {model_id!r} aborted by the owner")
+                return
+            if chunk["type"] == "upload_commit":
+                break
+            for piece in chunk.get("pieces", []):
+                name, share = piece.get("name"), piece.get("share")
+                if name not in parts or not isinstance(share, AShare) or piece.get("start") != rows[name]:
+                    raise DittoError(f"node {rank}: upload piece for {name!r} is unknown, malformed or out of order")
+                parts[name].append(share)
+                rows[name] += share.shape[0] if share.shape else 1
+        shares = {}
+        for name, pieces in parts.items():
+            b = bindings[name]
+            if not pieces:
+                raise DittoError(f"node {rank}: the upload of {model_id!r} lacks weight {name!r}")
+            first = pieces[0]
+            if len(pieces) == 1:
+                share = first
+            else:
+                import numpy as np
+
+                share = AShare(first.ring, (rows[name], *first.shape[1:]), first.dtype,
+                               np.concatenate([p.components for p in pieces]))
+            if share.ring != b.info.ring or share.shape != b.info.shape:
+                raise DittoError(
+                    f"node {rank}: weight {name!r} arrived as {share.ring} {share.shape}, the plan "
+                    f"expects {b.info.ring} {b.info.shape}"
+                )
+            shares[name] = share
+        model = StoredModel(model_id, rank, meta, plan, plan_bytes, shares)
+        with self.models_lock:  # one upload of a model id at a time; queries use the old one until now
+            self.store.save(model)
+            self.models[model_id] = model
+        _log(rank, f"stored model {model_id!r}: {len(shares)} weight shares, {model.nbytes / 1e6:.1f} MB")
+        send_message(conn, {"type": "stored", "rank": rank, "model_id": model_id, "bytes": model.nbytes})
+
+    # ---- queries (client) and jobs (driver) -------------------------------------------------
+    def _admit(self, conn) -> bool:
+        """Wait for the run lock (queries and jobs take turns, ``queue_timeout_s``), say
+        ``admitted`` and wait for ``start``. False (lock released) if the peer leaves."""
+        deadline = time.monotonic() + self.config.queue_timeout_s
+        while not self.run_lock.acquire(timeout=0.2):
+            if conn.poll(0):  # the peer gave up (EOF) or sent something out of turn
+                return False
+            if time.monotonic() > deadline:
+                raise DittoError(
+                    f"node {self.rank} was busy with other queries for queue_timeout_s = "
+                    f"{self.config.queue_timeout_s:.0f} s; try again later"
+                )
+        try:
+            send_message(conn, {"type": "admitted", "rank": self.rank})
+            if not conn.poll(self.config.queue_timeout_s + 60):
+                raise DittoError(f"node {self.rank}: no start within the queue timeout")
+            start = recv_message(conn, max_bytes=_SMALL, expected_types=BEFORE_START)
+            if start["type"] != "start":
+                return False
+        except BaseException:
+            self.run_lock.release()
+            raise
+        return True
+
+    def _query(self, conn, msg: dict) -> None:
+        rank = self.rank
+        self._check_digest_rank(msg)
+        model = self._model(msg.get("model_id"))
+        if msg.get("upload_id") != model.meta.get("upload_id"):
+            raise DittoError(
+                f"node {rank} holds another upload of model {model.model_id!r} (upload id "
+                f"{model.meta.get('upload_id')}, the client's metadata says {msg.get('upload_id')}); "
+                "an upload did not reach every node, or it changed meanwhile: upload the model again"
+            )
+        if msg.get("session") is not None:
+            raise DittoError(f"node {rank}: sessions (multi-step queries) are not implemented yet")
+        inputs = msg.get("inputs")
+        expected = set(model.meta["client_inputs"].values())
+        if not isinstance(inputs, dict) or set(inputs) != expected:
+            raise DittoError(
+                f"node {rank}: a query of {model.model_id!r} gives exactly the client inputs "
+                f"{sorted(expected)}, got {sorted(inputs) if isinstance(inputs, dict) else inputs!r}"
+            )
+        if not self._admit(conn):
+            return
+        try:
+            query_id = str(msg.get("query_id", "?"))[:64]
+            _log(rank, f"query {query_id} of {model.model_id!r} started")
+            self._execute(conn, model.plan, {**model.shares, **inputs}, f"query {query_id}")
+        finally:
+            self.run_lock.release()
+
+    def _job(self, conn, msg: dict) -> None:
+        self._check_digest_rank(msg)
+        if not self._admit(conn):
+            return
+        try:
+            self.jobs += 1
+            _serve_job(self.config, self.rank, conn, msg)
+        finally:
+            self.run_lock.release()
+        if self.max_jobs is not None and self.jobs >= self.max_jobs:
+            self.stopped.set()
+
+    def _execute(self, conn, plan: Plan, inputs: dict, what: str) -> None:
+        """Run ``plan`` on a fresh link in a worker thread; on success send ``result`` and
+        keep the link until ``release``; on failure or abort report it and restart."""
+        rank = self.rank
+        result: dict = {}
+        worker = threading.Thread(target=_run_plan_inputs, args=(self.config, rank, plan, inputs, False, result),
+                                  daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+            if conn.poll(0):
+                try:
+                    request = recv_message(conn, max_bytes=_SMALL, expected_types=DURING_JOB)
+                except EOFError:
+                    request = {"type": "abort", "reason": "the client disconnected"}
+                except (WireError, OSError) as e:
+                    request = {"type": "abort", "reason": f"malformed message during the query ({e})"}
+                self.restart(rank, f"{what} aborted: {request.get('reason', 'by the client')}")
+                return
+        if "error" in result:
+            _log(rank, f"{what} failed: {result['error']}")
+            try:
+                send_message(conn, {"type": "error", "rank": rank, "message": result["error"]})
+            except OSError:
+                pass
+            self.restart(rank, f"{what} failed")
+            return
+        send_message(conn, {"type": "result", "rank": rank, **result["value"]})
+        _log(rank, f"{what} done in {result['value']['wall_s']:.2f} s")
+        _await_release(self.config, rank, conn)
+        result.clear()
 
 
 def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
-    if msg.get("digest") != config.digest:
-        send_message(
-            conn,
-            {
-                "type": "error",
-                "rank": rank,
-                "message": f"node {rank}'s config ({config.path}) differs from the driver's; "
-                "all nodes and the driver must use the same file",
-            }
-        )
-        return 0
-    if msg.get("rank") != rank:
-        send_message(
-            conn,
-            {
-                "type": "error",
-                "rank": rank,
-                "message": f"job for rank {msg.get('rank')} was sent to node {rank}; check the "
-                "nodes' --rank flags against the config's node order",
-            }
-        )
-        return 0
+    """A driver's ``run`` (``ditto-spu run``: plan and every input's shares in the
+    message). A failure ends the node process (status 1), as before the service."""
     _log(rank, "job started")
     result: dict = {}
     worker = threading.Thread(target=_run_job, args=(config, rank, msg, result), daemon=True)
@@ -188,14 +452,23 @@ def _await_release(config: DeploymentConfig, rank: int, conn) -> None:
 
 def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> None:
     try:
-        from spu import libspu
-
-        from ..mpc.runtime import PartyRuntime
-        from ..plan import Plan
-
         if not isinstance(msg.get("plan"), bytes) or not isinstance(msg.get("inputs"), dict):
             raise DittoError(f"node {rank}: a run request needs 'plan' (bytes) and 'inputs' (shares by name)")
         plan = Plan.from_bytes(msg["plan"])
+    except DittoError as e:
+        result["error"] = str(e)
+        return
+    _run_plan_inputs(config, rank, plan, msg["inputs"], bool(msg.get("checked")), result)
+
+
+def _run_plan_inputs(config: DeploymentConfig, rank: int, plan, inputs: dict, checked: bool, result: dict) -> None:
+    """Open this node's link to the other two, run ``plan`` on ``inputs`` (shares by
+    name), fill ``result`` with ``value`` (outputs, steps, times) or ``error``."""
+    try:
+        from spu import libspu
+
+        from ..mpc.runtime import PartyRuntime
+
         t0 = time.perf_counter()
         try:
             link = libspu.link.create_brpc(config.link_desc(rank), rank)
@@ -205,8 +478,9 @@ def _run_job(config: DeploymentConfig, rank: int, msg: dict, result: dict) -> No
                 f"({[n.link_address for n in config.nodes]}): {_first_line(e)}"
             ) from None
         link_s = time.perf_counter() - t0
-        runtime = PartyRuntime(link, options=config.spu, checked=bool(msg.get("checked")))
-        outputs, steps = runtime.run(plan, msg["inputs"])
+        result["link"] = link  # destroyed after the driver's release (_await_release)
+        runtime = PartyRuntime(link, options=config.spu, checked=checked)
+        outputs, steps = runtime.run(plan, inputs)
         wall = time.perf_counter() - t0
         try:
             link.stop_link()

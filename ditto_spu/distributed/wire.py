@@ -23,6 +23,14 @@ with ``$`` — and raises :class:`WireError` naming what is wrong; the receiver 
 keeps serving. Sizes are bounded: :func:`recv_message` refuses a message over
 ``max_bytes`` before reading it (the channel's ``recv_bytes(maxlength)``) and a header over
 :data:`MAX_HEADER_BYTES`.
+
+Message types (:data:`MESSAGE_TYPES`; the fields each handler checks are documented where
+it is handled: :mod:`.node`, :mod:`.service`, :mod:`.driver`): requests ``hello``,
+``shutdown``, ``run``, ``list_models``, ``model_info``, ``upload_begin``, ``query``; in an
+upload ``upload_chunk`` (shares of at most :data:`~.service.CHUNK_BYTES`, large weights
+split along their first axis) and ``upload_commit``; around a run ``admitted``,
+``start``, ``abort``, ``result``, ``release``; answers ``ready``, ``stored``, ``models``,
+``bye``, ``error``. A store file (:mod:`.store`) is one ``stored_model`` message.
 """
 
 from __future__ import annotations
@@ -44,6 +52,13 @@ ARRAY_DTYPES = {"|u1", "|i1", "|b1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "
 _LEN = struct.Struct(">Q")
 
 
+MESSAGE_TYPES = frozenset({
+    "hello", "shutdown", "run", "list_models", "model_info", "upload_begin", "query",
+    "upload_chunk", "upload_commit", "admitted", "start", "abort", "result", "release",
+    "ready", "stored", "models", "bye", "error", "stored_model",
+})
+
+
 class WireError(DittoError):
     """A control message that does not follow the schema (or is too large)."""
 
@@ -55,6 +70,8 @@ def encode(message: dict) -> bytes:
     """``message`` (a dict with a ``type``) as one byte string."""
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise WireError(f"a control message is a dict with a string 'type', got {type(message).__name__}")
+    if message["type"] not in MESSAGE_TYPES:
+        raise WireError(f"unknown message type {message['type']!r}")
     buffers: list = []
     header = _encode_value(message, buffers, "message")
     header["buffers"] = [len(b) for b in buffers]
@@ -98,10 +115,10 @@ def _encode_value(x, buffers: list, where: str):
 # ---- decoding -------------------------------------------------------------------------------
 
 
-def decode(data: bytes, expected_types=None) -> dict:
-    """The message in ``data``; :class:`WireError` if anything is off. ``expected_types``:
+def decode(raw: bytes, expected_types=None) -> dict:
+    """The message in ``raw``; :class:`WireError` if anything is off. ``expected_types``:
     the message types the receiver accepts (None: any)."""
-    data = memoryview(data)
+    data = memoryview(raw)
     if len(data) < _LEN.size:
         raise WireError(f"message of {len(data)} bytes is shorter than its length field")
     (n,) = _LEN.unpack(data[: _LEN.size])
@@ -114,7 +131,9 @@ def decode(data: bytes, expected_types=None) -> dict:
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise WireError("a message header is a JSON object with a string 'type'")
     if expected_types is not None and header["type"] not in expected_types:
-        raise WireError(f"unexpected message type {header['type']!r}; expected one of {sorted(expected_types)}")
+        raise WireError(f"unexpected message type {header['type'][:64]!r}; expected one of {sorted(expected_types)}")
+    if header["type"] not in MESSAGE_TYPES:
+        raise WireError(f"unknown message type {header['type'][:64]!r}")
     sizes = header.pop("buffers", None)
     if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
         raise WireError("header 'buffers' must list non-negative byte lengths")

@@ -184,11 +184,18 @@ def test_a_node_dying_while_the_job_is_sent_aborts_the_others(tmp_path, monkeypa
     node, and nodes 0 (already holding its job) and 2 are told to abort instead of waiting
     on a dead peer until their link times out."""
     from ditto_spu.distributed import driver
-    from ditto_spu.distributed.wire import decode
+    from ditto_spu.distributed.wire import decode, encode
 
     class Conn:
         def __init__(self, rank):
             self.rank, self.sent = rank, []
+            self.sock = self  # settimeout below
+
+        def settimeout(self, timeout):
+            """A fake socket has no timeout."""
+
+        def recv_bytes(self, maxlength):
+            return encode({"type": "admitted", "rank": self.rank})
 
         def send_bytes(self, data):
             if self.rank == 1:

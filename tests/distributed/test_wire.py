@@ -106,7 +106,7 @@ def test_a_node_drops_bad_messages_and_keeps_serving(tmp_path):
             conn.send_bytes(_frame({"type": "run", "x": {"$code": 1}}))
         with connect(node.control_host_port, config.authkey(), None) as conn:
             conn.sock.sendall(struct.pack(">Q", config.max_message_bytes + 1))  # a frame over the limit: refused unread
-        with pytest.raises(AuthenticationError, match="refused the key"):
+        with pytest.raises(AuthenticationError, match="refused the driver key"):
             connect(node.control_host_port, b"a wrong key of some length", None)
         answer = ping(config, timeout_s=10, ranks=(0,))[0]
         assert answer["rank"] == 0 and answer["digest"] == config.digest
@@ -124,10 +124,21 @@ def test_non_loopback_deployments_need_a_real_key(tmp_path, monkeypatch):
         json.dump(raw, f)
     config = load_config(path)
     monkeypatch.delenv(config.authkey_env, raising=False)
-    with pytest.raises(ConfigError, match="needs a secret key"):
+    with pytest.raises(ConfigError, match="needs a secret driver key"):
         config.authkey()
+    for role in ("owner", "client"):  # each role has its own key, required the same way
+        monkeypatch.delenv(config.key_env(role), raising=False)
+        with pytest.raises(ConfigError, match=f"needs a secret {role} key: set \\${config.key_env(role)}"):
+            config.role_key(role)
     monkeypatch.setenv(config.authkey_env, "short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         config.authkey()
     monkeypatch.setenv(config.authkey_env, "x" * 32)
     assert config.authkey() == b"x" * 32
+    # a node needs every role's key, and distinct ones (else a client could upload)
+    monkeypatch.setenv(config.owner_key_env, "o" * 32)
+    monkeypatch.setenv(config.client_key_env, "o" * 32)
+    with pytest.raises(ConfigError, match="have the same key"):
+        config.node_keys()
+    monkeypatch.setenv(config.client_key_env, "c" * 32)
+    assert config.node_keys() == {"driver": b"x" * 32, "owner": b"o" * 32, "client": b"c" * 32}
