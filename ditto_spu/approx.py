@@ -7,7 +7,9 @@ argument: the normalisation (exp / sum / division, or the 2Quad sum / division) 
 in ``high_dtype`` and the result is cast back to the input's dtype. The two casts are
 where the compiler inserts an up-cast and a down-cast (Ditto's mixed-precision softmax).
 
-Sources of the formulas and constants: /work/shared/design/REFERENCE.md.
+Sources of the formulas and constants: MPCFormer (Li et al., ICLR 2023) for quad GeLU and
+2Quad, PUMA (Dong et al., 2023) for the piecewise GeLU and the softmax with cut-off, Ditto
+(Wu et al., ICML 2024) for the mixed-precision softmax.
 
 GeLU
   * :func:`gelu_exact`  - x·Φ(x) (erf) or its tanh form, as ``jax.nn.gelu``.
