@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from ditto_spu.demo_plan import build_mixed_ring_plan, demo_inputs, plaintext_reference
-from ditto_spu.errors import PartyError, PlanError
+from ditto_spu.errors import DittoError, PartyError, PlanError
 from ditto_spu.mpc.segments import segment_from_jax
 from ditto_spu.plan import InputBinding, OutputBinding, Plan, VarInfo
 from ditto_spu.rings import FXP32, FXP64
-from ditto_spu.shares import share_values
+from ditto_spu.shares import reconstruct, share_values
 from ditto_spu.simulation import Simulator
 
 
@@ -182,3 +182,50 @@ def test_runtime_reports_missing_variable():
     [t.join(30) for t in threads]
     assert set(errors) == {0, 1, 2}
     assert "variable 'nope' does not exist" in errors[0]
+
+
+def test_a_session_keeps_named_inputs_loaded_between_runs(monkeypatch):
+    """Two runs on one session: the kept input (the very same share objects) is not loaded
+    into SPU again, the others are; both runs compute the plan."""
+    from ditto_spu.mpc.runtime import PartyRuntime
+
+    pushes = []
+    original = PartyRuntime._push_to_spu
+
+    def counting(self, name):
+        if name not in self._in_spu:
+            pushes.append((self.rank, name))
+        return original(self, name)
+
+    monkeypatch.setattr(PartyRuntime, "_push_to_spu", counting)
+    sim = Simulator(recv_timeout_s=30)
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    inputs = demo_inputs(4, 8)
+    shares = sim.share_inputs(plan, inputs)
+    segment_inputs = {n for s in plan.segments for n in s.input_names} & {b.name for b in plan.inputs}
+    assert segment_inputs, "the plan must read an input in an SPU segment for this test to mean anything"
+    kept = sorted(segment_inputs)[:1]
+    with sim.session() as session:
+        for run in range(2):
+            outputs, _ = session.run_shares(plan, shares, keep=kept)
+            y = reconstruct([outputs[r]["y"] for r in range(3)])
+            want = plaintext_reference(inputs)
+            assert np.linalg.norm(y - want) < 0.05 * np.linalg.norm(want)
+            if run == 0:
+                first = list(pushes)
+    again = pushes[len(first):]
+    assert all(name not in kept for _, name in again), again
+    assert any(name in kept for _, name in first)
+
+
+def test_a_failed_session_run_names_the_party_and_ends_the_session():
+    sim = Simulator(recv_timeout_s=3)
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    shares = sim.share_inputs(plan, demo_inputs(4, 8))
+    shares[1]["x"] = share_values(np.zeros((4, 8)), FXP64(18), "float16")[1]
+    with sim.session() as session:
+        with pytest.raises(PartyError) as info:
+            session.run_shares(plan, shares)
+        assert info.value.rank == 1
+        with pytest.raises(DittoError, match="failed earlier"):
+            session.run_shares(plan, sim.share_inputs(plan, demo_inputs(4, 8)))
