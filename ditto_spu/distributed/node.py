@@ -17,6 +17,10 @@ role may ask is :data:`ROLE_REQUESTS`.
   a fresh SPU brpc link to the other two nodes, runs the stored Plan through the same
   PartyRuntime as the simulator on its weight shares plus the client's, and returns its
   output shares (the client alone reconstructs them).
+* ``open_session`` / ``close_session`` (client) and ``query`` with a ``session`` part: a
+  generation's passes; the node keeps its own shares between them (the key/value cache,
+  :mod:`.sessions`: fed into a plan's inputs, kept from its outputs, never sent), with a
+  time-to-live and a memory bound per session.
 * ``run`` (driver, ``ditto-spu run``): the same with a Plan and every input's shares in
   the message.
 
