@@ -23,8 +23,12 @@ PROMPT = [5, 17, 300, 42, 7, 11, 250, 3]
 NEW_TOKENS = 10  # steps at positions 8..16: the cache moves from the 16-slot bucket to the 32-slot one
 BUCKETS = (16, 32)
 # fixed-point noise between two secure runs of the same plans (SPU's random truncations):
-# tests/test_generate.py's bound for a secure run against its emulation
-NOISE = 0.08
+# measured relative L2 of the nodes' logits to the simulator's at most 0.0087 per step.
+# tests/test_generate.py's 0.08 (secure vs emulation) is too loose here: a node that does
+# not write a step's new keys/values into its cache gave 0.018 at the third step and 0.07
+# at the tenth, with the same greedy tokens (tiny-gpt2's random weights attend almost
+# uniformly); 0.02 catches it
+NOISE = 0.02
 
 
 @pytest.fixture(scope="module")
