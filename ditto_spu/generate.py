@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from .errors import DittoError, PlanError
-from .shares import WORLD_SIZE, AShare, is_fixed_point, reconstruct, share_values
+from .shares import WORLD_SIZE, AShare, pad_slots, reconstruct, share_values, write_slots
 
 #: The smallest cache / prompt bucket; larger ones double up to the model's positions.
 MIN_BUCKET = 16
@@ -126,8 +126,8 @@ class PartyState:
     def grow(self, slots: int) -> None:
         """Pad every layer's cache to ``slots`` slots with zero shares (a valid sharing of
         0, and masked out until written): local, no message."""
-        self.keys = [_pad_slots(s, slots) for s in self.keys]
-        self.values = [_pad_slots(s, slots) for s in self.values]
+        self.keys = [pad_slots(s, slots) for s in self.keys]
+        self.values = [pad_slots(s, slots) for s in self.values]
 
     def write(self, new_keys: Sequence[AShare], new_values: Sequence[AShare], count: int) -> None:
         """Write the first ``count`` positions of this pass's keys / values (this party's
@@ -135,26 +135,11 @@ class PartyState:
         start = self.filled
         for cache, new in ((self.keys, new_keys), (self.values, new_values)):
             for layer, share in enumerate(new):
-                # (SPU reports a float output as float32 whatever its logical dtype: the ring
-                # and fixed-point encoding are what must agree)
-                if cache[layer].ring != share.ring or not is_fixed_point(share.dtype):
-                    raise PlanError(
-                        f"party {self.rank}: layer {layer}'s new keys/values are {share.ring} "
-                        f"{share.dtype}, its cache {cache[layer].ring} {cache[layer].dtype}"
-                    )
-                comps = cache[layer].components.copy()
-                comps[:, start:start + count] = share.components[:, :count]
-                cache[layer] = AShare(share.ring, cache[layer].shape, cache[layer].dtype, comps)
+                try:
+                    cache[layer] = write_slots(cache[layer], share, start, count)
+                except PlanError as e:
+                    raise PlanError(f"party {self.rank}: layer {layer}'s new keys/values: {e}") from None
         self.filled = start + count
-
-
-def _pad_slots(share: AShare, slots: int) -> AShare:
-    have = share.shape[1]
-    if slots < have:
-        raise PlanError(f"a cache of {have} slots cannot shrink to {slots}")
-    pad = np.zeros((share.shape[0], slots - have) + share.shape[2:] + (2,), share.components.dtype)
-    comps = np.concatenate([share.components, pad], axis=1)
-    return AShare(share.ring, (share.shape[0], slots) + share.shape[2:], share.dtype, comps)
 
 
 def _empty_cache(binding_infos, slots: int) -> list:
@@ -230,7 +215,7 @@ class GenerationResult:
 
 @dataclasses.dataclass
 class _Compiled:
-    program: object  # frontend.Program
+    program: Any  # frontend.Program
     param_leaves: int
     layers: int
     compile_s: float

@@ -292,3 +292,38 @@ def share_bound_inputs(bindings, inputs: dict, rng=None) -> list[dict]:
         for rank in range(WORLD_SIZE):
             per_party[rank][b.name] = shares[rank]
     return per_party
+
+
+# ---- a key/value cache of shares: local slot operations (no message) ------------------------
+
+
+def pad_slots(share: AShare, slots: int) -> AShare:
+    """``share`` (batch, slots, ...) padded along axis 1 to ``slots`` with zero shares (a
+    valid sharing of 0 whatever the party: every component 0). Local, no message."""
+    have = share.shape[1]
+    if slots < have:
+        raise PlanError(f"a cache of {have} slots cannot shrink to {slots}")
+    if slots == have:
+        return share
+    pad = np.zeros((share.shape[0], slots - have) + share.shape[2:] + (2,), share.components.dtype)
+    comps = np.concatenate([share.components, pad], axis=1)
+    return AShare(share.ring, (share.shape[0], slots) + share.shape[2:], share.dtype, comps)
+
+
+def write_slots(cache: AShare, new: AShare, start: int, count: int) -> AShare:
+    """``cache`` with slots ``[start, start + count)`` replaced by the first ``count``
+    positions (axis 1) of ``new``: this party's own components, written locally. The
+    ring, the fixed-point encoding and the other axes must agree."""
+    # (SPU reports a float output as float32 whatever its logical dtype: the ring and
+    # fixed-point encoding are what must agree)
+    if cache.ring != new.ring or is_fixed_point(cache.dtype) != is_fixed_point(new.dtype):
+        raise PlanError(f"cannot write {new.ring} {new.dtype} values into a cache of {cache.ring} {cache.dtype}")
+    if len(new.shape) != len(cache.shape) or new.shape[0] != cache.shape[0] or new.shape[2:] != cache.shape[2:]:
+        raise PlanError(f"cannot write values of shape {new.shape} into a cache of shape {cache.shape}")
+    if not (0 <= start and 0 <= count <= new.shape[1] and start + count <= cache.shape[1]):
+        raise PlanError(
+            f"slots [{start}, {start + count}) of {new.shape[1]} new positions do not fit a cache of {cache.shape[1]} slots"
+        )
+    comps = cache.components.copy()
+    comps[:, start:start + count] = new.components[:, :count]
+    return AShare(cache.ring, cache.shape, cache.dtype, comps)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from ..errors import DittoError
 
 
@@ -18,7 +20,43 @@ def _prompt_ids(args, model) -> tuple[list, str]:
     return prompt_token_ids(args.model, model, args.prompt)
 
 
+def run_on_nodes(args) -> int:
+    """``--config``: the generation runs on the deployment's nodes, the cache in a session there."""
+    from rich.console import Console
+
+    from ..distributed.config import load_config
+    from ..distributed.generation import GenerationClient
+    from ..generate import Sampler
+
+    if not args.model_id:
+        raise DittoError("--config runs the generation on the nodes: give the uploaded model's --model-id "
+                         "(`ditto-spu upload --task generate`)")
+    if args.prompt_ids is None:
+        raise DittoError("on the nodes give the prompt as --prompt-ids (the client does not load the model's tokenizer)")
+    ids, _ = _prompt_ids(args, None)
+    console = Console(stderr=True)
+    with console.status(f"generating on the nodes of {args.config}") as status:
+        result = GenerationClient(load_config(args.config)).generate(
+            args.model_id, ids, args.max_new_tokens, Sampler(args.temperature, args.top_k, args.seed),
+            progress=status.update)
+    summary = result.summary()
+    summary["logits"] = [np.asarray(x).tolist() for x in result.logits] if args.logits else None
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    out = Console()
+    out.print(f"model id [bold]{args.model_id}[/bold] on the nodes: prompt {len(ids)} tokens, "
+              f"{len(result.tokens)} new tokens (the key/value cache stayed at the nodes)")
+    out.print(f"  tokens: {result.tokens}")
+    first = result.passes[0]
+    out.print(f"  {result.seconds_per_token:.2f} s per decoding step (client wall); prompt pass {first['wall_s']:.2f} s "
+              f"(of which link set-up {first['link_setup_s']:.2f} s)")
+    return 0
+
+
 def run(args) -> int:
+    if args.config:
+        return run_on_nodes(args)
     from rich.console import Console
 
     from ..generate import Sampler, run_generation
@@ -60,7 +98,11 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("generate", help="GPT-2 text generation in simulation, the key/value cache in secret shares")
+    p = sub.add_parser("generate", help="GPT-2 text generation, the key/value cache in secret shares (simulation, "
+                                        "or the nodes with --config)")
+    p.add_argument("--config", default=None, help="deployment config: generate on its nodes (cache kept there)")
+    p.add_argument("--model-id", default=None, help="with --config: the model id uploaded with --task generate")
+    p.add_argument("--logits", action="store_true", help="with --config --json: print each step's logits too")
     p.add_argument("--model", default="tiny-gpt2", help="tiny-gpt2, gpt2-base, gpt2-medium or a GPT-2 LM directory")
     p.add_argument("--mode", default="ditto", help="puma, mpcformer, ditto, ditto-puma, ditto-2quad, exact or a mode JSON")
     prompt = p.add_mutually_exclusive_group()

@@ -12,18 +12,39 @@ def run_upload(args) -> int:
     from ..distributed.service import upload_model
 
     config = load_config(args.config)
-    result = upload_model(config, args.model, args.mode, seq_len=args.seq_len, policy=args.policy,
-                          model_id=args.model_id,
-                          progress=lambda m: print(f"ditto-spu upload: {m}", file=sys.stderr, flush=True))
+    say = lambda m: print(f"ditto-spu upload: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.task == "generate":
+        from ..distributed.generation import upload_generation_model
+
+        result = upload_generation_model(config, args.model, args.mode, prompt_buckets=_buckets(args.prompt_buckets),
+                                         step_buckets=_buckets(args.step_buckets), policy=args.policy,
+                                         model_id=args.model_id, progress=say)
+    else:
+        result = upload_model(config, args.model, args.mode, seq_len=args.seq_len, policy=args.policy,
+                              model_id=args.model_id, progress=say)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif args.task == "generate":
+        print(f"uploaded {summary['model']} ({summary['mode']}) for generation as model id {summary['model_id']!r} "
+              f"(upload {summary['upload_id']}): plans {summary['plans']}, {summary['weights']} weights, "
+              f"{summary['bytes_per_node'][0] / 1e6:.1f} MB of shares per node; compile {result.compile_s:.1f} s, "
+              f"sharing {result.share_s:.1f} s, sending {result.send_s:.1f} s")
     else:
         print(f"uploaded {summary['model']} ({summary['mode']}, seq {summary['seq_len']}) as model id "
               f"{summary['model_id']!r} (upload {summary['upload_id']}): {summary['weights']} weights, "
               f"{summary['bytes_per_node'][0] / 1e6:.1f} MB of shares per node; compile {result.compile_s:.1f} s, "
               f"sharing {result.share_s:.1f} s, sending {result.send_s:.1f} s")
     return 0
+
+
+def _buckets(text: str) -> list:
+    from ..errors import DittoError
+
+    try:
+        return [int(b) for b in text.replace(",", " ").split()]
+    except ValueError:
+        raise DittoError(f"buckets {text!r}: expected integers, e.g. 16,32") from None
 
 
 def run_query(args) -> int:
@@ -58,6 +79,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--policy", default=None, help="precision policy (default: the config's)")
     p.add_argument("--model-id", default=None, help="the id clients query (default: the model's name)")
+    p.add_argument("--task", choices=("infer", "generate"), default="infer",
+                   help="generate: a GPT-2 LM model for `ditto-spu generate --config` (prompt and step plans)")
+    p.add_argument("--prompt-buckets", default="16,32", help="--task generate: prompt pass plans (slots)")
+    p.add_argument("--step-buckets", default="16,32,64", help="--task generate: decoding step plans (cache slots)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_upload)
 

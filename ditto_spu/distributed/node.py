@@ -17,6 +17,10 @@ role may ask is :data:`ROLE_REQUESTS`.
   a fresh SPU brpc link to the other two nodes, runs the stored Plan through the same
   PartyRuntime as the simulator on its weight shares plus the client's, and returns its
   output shares (the client alone reconstructs them).
+* ``open_session`` / ``close_session`` (client) and ``query`` with a ``session`` part: a
+  generation's passes; the node keeps its own shares between them (the key/value cache,
+  :mod:`.sessions`: fed into a plan's inputs, kept from its outputs, never sent), with a
+  time-to-live and a memory bound per session.
 * ``run`` (driver, ``ditto-spu run``): the same with a Plan and every input's shares in
   the message.
 
@@ -42,14 +46,15 @@ from ..errors import DittoError
 from ..plan import Plan
 from .channel import Listener, server_context
 from .config import ConfigError, DeploymentConfig
+from .sessions import SessionStore
 from .store import ModelStore, StoredModel, check_model_id, default_store_dir
 from .wire import WireError, recv_message, send_message
 
 # What a node accepts, by the role a connection authenticated as (channel.py), and when.
 ROLE_REQUESTS = {
     "driver": {"hello", "shutdown", "run", "model_info", "list_models"},
-    "owner": {"hello", "upload_begin", "model_info", "list_models", "query"},
-    "client": {"hello", "model_info", "query"},
+    "owner": {"hello", "upload_begin", "model_info", "list_models", "query", "open_session", "close_session"},
+    "client": {"hello", "model_info", "query", "open_session", "close_session"},
 }
 REQUESTS = set().union(*ROLE_REQUESTS.values())
 UPLOAD = {"upload_chunk", "upload_commit", "abort"}
@@ -125,8 +130,10 @@ def serve(config: DeploymentConfig, rank: int, *, max_jobs: int | None = None, s
             try:
                 raw, peer = listener.accept_raw()
             except socket.timeout:
+                server.expire_sessions()
                 continue
             raw.settimeout(None)
+            server.expire_sessions()
             threading.Thread(target=server.handle, args=(listener, raw, peer), daemon=True).start()
     return server.exit_status
 
@@ -152,6 +159,11 @@ class NodeServer:
         self.max_jobs = max_jobs
         self.jobs = 0
         self.restart = restart
+        self.sessions = SessionStore(rank)
+
+    def expire_sessions(self) -> None:
+        for session_id, nbytes in self.sessions.expire():
+            _log(self.rank, f"session {session_id} expired (unused for its ttl): freed {nbytes / 1e6:.2f} MB of shares")
 
     # ---- connections ------------------------------------------------------------------
     def handle(self, listener, raw, peer) -> None:
@@ -195,6 +207,13 @@ class NodeServer:
                     self._upload(conn, msg)
                 elif kind == "query":
                     self._query(conn, msg)
+                elif kind == "open_session":
+                    self._open_session(conn, msg)
+                elif kind == "close_session":
+                    freed = self.sessions.close(msg.get("session_id"))
+                    _log(rank, f"session {msg.get('session_id')} closed: freed {freed / 1e6:.2f} MB of shares")
+                    send_message(conn, {"type": "closed", "rank": rank, "session_id": msg.get("session_id"),
+                                        "freed_bytes": freed, "open_sessions": len(self.sessions)})
                 elif kind == "run":
                     self._job(conn, msg)
             except DittoError as e:
@@ -245,11 +264,18 @@ class NodeServer:
             raise DittoError(f"node {rank}: upload_begin needs meta (object), plan (bytes), weights (names)")
         plan = Plan.from_bytes(plan_bytes)
         bindings = {b.name: b for b in plan.inputs}
-        client = set(meta.get("client_inputs", {}).values())
-        if set(weights) | client != set(bindings) or set(weights) & client:
-            raise DittoError(
-                f"node {rank}: the upload's weights and client inputs do not partition the plan's inputs"
-            )
+        plans_bytes = msg.get("plans") or {}
+        if not isinstance(plans_bytes, dict) or not all(isinstance(b, bytes) for b in plans_bytes.values()):
+            raise DittoError(f"node {rank}: upload_begin's plans are {{name: bytes}}")
+        plans = {name: Plan.from_bytes(b) for name, b in plans_bytes.items()}
+        if plans:
+            _check_generation_plans(rank, meta, plans, weights)
+        else:
+            client = set(meta.get("client_inputs", {}).values())
+            if set(weights) | client != set(bindings) or set(weights) & client:
+                raise DittoError(
+                    f"node {rank}: the upload's weights and client inputs do not partition the plan's inputs"
+                )
         parts: dict = {name: [] for name in weights}
         rows: dict = {name: 0 for name in weights}
         send_message(conn, {"type": "ready", "rank": rank})
@@ -285,7 +311,7 @@ class NodeServer:
                     f"expects {b.info.ring} {b.info.shape}"
                 )
             shares[name] = share
-        model = StoredModel(model_id, rank, meta, plan, plan_bytes, shares)
+        model = StoredModel(model_id, rank, meta, plan, plan_bytes, shares, plans, plans_bytes)
         with self.models_lock:  # one upload of a model id at a time; queries use the old one until now
             self.store.save(model)
             self.models[model_id] = model
@@ -328,7 +354,8 @@ class NodeServer:
                 "an upload did not reach every node, or it changed meanwhile: upload the model again"
             )
         if msg.get("session") is not None:
-            raise DittoError(f"node {rank}: sessions (multi-step queries) are not implemented yet")
+            self._session_query(conn, msg, model)
+            return
         inputs = msg.get("inputs")
         expected = set(model.meta["client_inputs"].values())
         if not isinstance(inputs, dict) or set(inputs) != expected:
@@ -345,6 +372,55 @@ class NodeServer:
         finally:
             self.run_lock.release()
 
+    # ---- sessions (client): shares kept at the node between queries -------------------------
+    def _open_session(self, conn, msg: dict) -> None:
+        """open_session {model_id, upload_id, session_id, ttl_s, rank, digest} → session."""
+        self._check_digest_rank(msg)
+        model = self._model(msg.get("model_id"))
+        if msg.get("upload_id") != model.meta.get("upload_id"):
+            raise DittoError(f"node {self.rank} holds another upload of model {model.model_id!r}; fetch its metadata again")
+        if not model.plans:
+            raise DittoError(f"node {self.rank}: model {model.model_id!r} was uploaded for single queries, not for "
+                             "sessions (upload it with `ditto-spu upload --task generate`)")
+        session = self.sessions.open(msg.get("session_id"), model.model_id, model.meta["upload_id"], msg.get("ttl_s"))
+        _log(self.rank, f"session {session.session_id} of {model.model_id!r} opened (ttl {session.ttl_s:.0f} s, "
+                        f"at most {session.max_bytes / 1e6:.0f} MB)")
+        send_message(conn, {"type": "session", "rank": self.rank, "session_id": session.session_id,
+                            "ttl_s": session.ttl_s, "max_bytes": session.max_bytes})
+
+    def _session_query(self, conn, msg: dict, model: StoredModel) -> None:
+        """A query in a session: the plan named in ``session.plan``, inputs from the
+        message plus the session's ``feed``; the outputs in ``keep`` stay here."""
+        rank, spec = self.rank, msg["session"]
+        plan = model.plans.get(spec.get("plan")) if isinstance(spec, dict) else None
+        if plan is None:
+            raise DittoError(f"node {rank}: model {model.model_id!r} has no plan "
+                             f"{spec.get('plan') if isinstance(spec, dict) else spec!r} (it has {sorted(model.plans)})")
+        prepared = self.sessions.prepare(spec, model.model_id, model.meta["upload_id"], plan, model.shares)
+        try:
+            inputs = msg.get("inputs")
+            expected = {b.name for b in plan.inputs} - set(model.shares) - set(prepared.inputs)
+            if not isinstance(inputs, dict) or set(inputs) != expected:
+                raise DittoError(
+                    f"node {rank}: step {spec['step']} of session {spec['id']} gives exactly the client inputs "
+                    f"{sorted(expected)}, got {sorted(inputs) if isinstance(inputs, dict) else inputs!r}"
+                )
+            admitted = self._admit(conn)
+        except BaseException:
+            self.sessions.release(prepared)
+            raise
+        if not admitted:
+            self.sessions.release(prepared)
+            return
+        try:
+            what = f"session {spec['id']} step {spec['step']} ({spec['plan']})"
+            _log(rank, f"{what} of {model.model_id!r} started")
+            self._execute(conn, plan, {**model.shares, **prepared.inputs, **inputs}, what,
+                          keep=lambda outputs: self.sessions.commit(prepared, outputs))
+        finally:
+            self.sessions.release(prepared)
+            self.run_lock.release()
+
     def _job(self, conn, msg: dict) -> None:
         self._check_digest_rank(msg)
         if not self._admit(conn):
@@ -357,9 +433,11 @@ class NodeServer:
         if self.max_jobs is not None and self.jobs >= self.max_jobs:
             self.stopped.set()
 
-    def _execute(self, conn, plan: Plan, inputs: dict, what: str) -> None:
+    def _execute(self, conn, plan: Plan, inputs: dict, what: str, keep=None) -> None:
         """Run ``plan`` on a fresh link in a worker thread; on success send ``result`` and
-        keep the link until ``release``; on failure or abort report it and restart."""
+        keep the link until ``release``; on failure or abort report it and restart.
+        ``keep(outputs)``: keeps some outputs at the node (a session), returns the rest:
+        only those are sent."""
         rank = self.rank
         result: dict = {}
         worker = threading.Thread(target=_run_plan_inputs, args=(self.config, rank, plan, inputs, False, result),
@@ -384,10 +462,43 @@ class NodeServer:
                 pass
             self.restart(rank, f"{what} failed")
             return
-        send_message(conn, {"type": "result", "rank": rank, **result["value"]})
-        _log(rank, f"{what} done in {result['value']['wall_s']:.2f} s")
+        value = result["value"]
+        if keep is not None:
+            try:
+                value = {**value, "outputs": keep(value["outputs"])}
+            except DittoError as e:
+                send_message(conn, {"type": "error", "rank": rank, "message": str(e)})
+                _await_release(self.config, rank, conn)
+                return
+        send_message(conn, {"type": "result", "rank": rank, **value})
+        _log(rank, f"{what} done in {value['wall_s']:.2f} s")
         _await_release(self.config, rank, conn)
         result.clear()
+
+
+def _check_generation_plans(rank: int, meta: dict, plans: dict, weights: dict) -> None:
+    """A generation upload: every plan's inputs are the weights (bound the same in every
+    plan: one set of weight shares serves them all), its client inputs and its cache
+    inputs (fed from a session), as the metadata's ``plans`` says."""
+    described = meta.get("plans")
+    if not isinstance(described, dict) or set(described) != set(plans):
+        raise DittoError(f"node {rank}: the upload's metadata does not describe its plans {sorted(plans)}")
+    first = None
+    for name, plan in plans.items():
+        bindings = {b.name: b.info for b in plan.inputs}
+        desc = described[name]
+        client = set(desc.get("client_inputs", {}).values())
+        cache = set(desc.get("cache_inputs", {}).get("keys", [])) | set(desc.get("cache_inputs", {}).get("values", []))
+        parts = [set(weights), client, cache]
+        if set().union(*parts) != set(bindings) or sum(len(p) for p in parts) != len(bindings):
+            raise DittoError(f"node {rank}: plan {name!r}'s inputs are not its weights, client and cache inputs")
+        infos = {w: (bindings[w].ring, bindings[w].shape) for w in weights}
+        if first is None:
+            first = (name, infos)
+        elif infos != first[1]:
+            diff = next(w for w in weights if infos[w] != first[1][w])
+            raise DittoError(f"node {rank}: plan {name!r} binds weight {diff!r} as {infos[diff]}, plan {first[0]!r} "
+                             f"as {first[1][diff]}: one set of weight shares cannot serve both")
 
 
 def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:

@@ -61,7 +61,8 @@ class UploadResult:
         return {"model_id": self.model_id, "upload_id": self.upload_id, "model": self.meta["model"],
                 "mode": self.meta["mode"], "seq_len": self.meta["seq_len"], "compile_s": self.compile_s,
                 "share_s": self.share_s, "send_s": self.send_s, "bytes_per_node": self.bytes_per_node,
-                "weights": len(self.meta["weights"])}
+                "weights": len(self.meta["weights"]), "task": self.meta.get("task", "infer"),
+                "plans": sorted(self.meta.get("plans", {}))}
 
 
 def upload_model(config: DeploymentConfig, model, mode: str = "ditto", *, seq_len: int = 32, policy=None,
@@ -173,9 +174,11 @@ def _reply(config, conn, rank: int, expected: set, what: str) -> dict:
     return msg
 
 
-def _upload_to(config, conn, rank: int, model_id: str, meta: dict, plan_bytes: bytes, shares: dict) -> None:
+def _upload_to(config, conn, rank: int, model_id: str, meta: dict, plan_bytes: bytes, shares: dict,
+               extra: dict | None = None) -> None:
     send_message(conn, {"type": "upload_begin", "rank": rank, "digest": config.digest, "model_id": model_id,
-                        "meta": meta, "plan": plan_bytes, "weights": {n: list(s.shape) for n, s in shares.items()}})
+                        "meta": meta, "plan": plan_bytes, "weights": {n: list(s.shape) for n, s in shares.items()},
+                        **(extra or {})})
     _reply(config, conn, rank, {"ready"}, "upload")
     pieces: list = []
     size = 0
@@ -253,6 +256,9 @@ class Client:
         t_start = time.perf_counter()
         meta = self._meta.get(model_id) or self.model_info(model_id)
         self._meta[model_id] = meta
+        if meta.get("task") == "generate":
+            raise DittoError(f"model {model_id!r} was uploaded for generation: use `ditto-spu generate --config ... "
+                             f"--model-id {model_id}` (generation.GenerationClient), not a single query")
         inputs, tokens = self.encode(meta, text)
         conns = [_connect(self.config, rank, self.connect_timeout_s, role="client") for rank in range(3)]
         t_ready = time.perf_counter()

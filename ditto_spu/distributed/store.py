@@ -4,7 +4,8 @@ One file per model id, ``<store>/<model_id>.model``, in the control channel's sc
 (:mod:`.wire`: a JSON header plus raw share buffers; never pickle)::
 
     {"type": "stored_model", "rank": r, "meta": {...public metadata...},
-     "plan": <bytes: Plan JSON>, "shares": {weight name: AShare of party r}}
+     "plan": <bytes: Plan JSON>, "shares": {weight name: AShare of party r},
+     "plans": {plan name: <bytes>}}   # a generation model's plans (prompt / step buckets)
 
 It is written to ``<model_id>.model.tmp`` and renamed over the old file, so a node killed
 mid-write keeps the previous upload (or none), never half of one. A node loads every
@@ -57,6 +58,8 @@ class StoredModel:
     plan: Plan
     plan_bytes: bytes
     shares: dict  # weight name -> this node's AShare
+    plans: dict = dataclasses.field(default_factory=dict)  # a generation model's plans: name -> Plan
+    plans_bytes: dict = dataclasses.field(default_factory=dict)  # name -> serialized Plan
 
     @property
     def nbytes(self) -> int:
@@ -81,7 +84,7 @@ class ModelStore:
         if model.rank != self.rank:
             raise StoreError(f"node {self.rank} was asked to store party {model.rank}'s shares")
         data = encode({"type": "stored_model", "rank": model.rank, "meta": model.meta,
-                       "plan": model.plan_bytes, "shares": model.shares})
+                       "plan": model.plan_bytes, "shares": model.shares, "plans": model.plans_bytes})
         path = self.path(model.model_id)
         tmp = path + ".tmp"
         try:
@@ -111,7 +114,11 @@ class ModelStore:
         meta, shares = msg.get("meta"), msg.get("shares")
         if not isinstance(meta, dict) or not isinstance(shares, dict) or not isinstance(msg.get("plan"), bytes):
             raise StoreError(f"node {self.rank}: {path} lacks meta, plan or shares")
-        return StoredModel(model_id, self.rank, meta, Plan.from_bytes(msg["plan"]), msg["plan"], shares)
+        plans_bytes = msg.get("plans") or {}
+        if not isinstance(plans_bytes, dict) or not all(isinstance(b, bytes) for b in plans_bytes.values()):
+            raise StoreError(f"node {self.rank}: {path} has malformed plans")
+        return StoredModel(model_id, self.rank, meta, Plan.from_bytes(msg["plan"]), msg["plan"], shares,
+                           {name: Plan.from_bytes(b) for name, b in plans_bytes.items()}, plans_bytes)
 
     def model_ids(self) -> list:
         return sorted(

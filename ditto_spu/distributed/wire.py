@@ -30,7 +30,8 @@ it is handled: :mod:`.node`, :mod:`.service`, :mod:`.driver`): requests ``hello`
 upload ``upload_chunk`` (shares of at most :data:`~.service.CHUNK_BYTES`, large weights
 split along their first axis) and ``upload_commit``; around a run ``admitted``,
 ``start``, ``abort``, ``result``, ``release``; answers ``ready``, ``stored``, ``models``,
-``bye``, ``error``. A store file (:mod:`.store`) is one ``stored_model`` message.
+``bye``, ``error``; multi-step sessions (:mod:`.sessions`) ``open_session`` → ``session``
+and ``close_session`` → ``closed``. A store file (:mod:`.store`) is one ``stored_model`` message.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ MESSAGE_TYPES = frozenset({
     "hello", "shutdown", "run", "list_models", "model_info", "upload_begin", "query",
     "upload_chunk", "upload_commit", "admitted", "start", "abort", "result", "release",
     "ready", "stored", "models", "bye", "error", "stored_model",
+    "open_session", "session", "close_session", "closed",
 })
 
 
