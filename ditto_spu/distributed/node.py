@@ -401,7 +401,7 @@ class SpuWorker:
     code keeps that pointer is not pinned down (libspu keeps per-thread state: OpenMP
     teams per master thread, thread-locals); running all SPU work on one thread for
     the life of the process removes the churn of the threads SPU runs on (measured in
-    docs/deployment.md, "Known problem": 0 crashes in 50 MiniLM queries; the evidence is
+    docs/deployment.md, "Known problem": 0 crashes in 100 MiniLM queries; the evidence is
     statistical). Jobs run one at a time (the run lock already ensures it).
     """
 
