@@ -440,11 +440,8 @@ class NodeServer:
         only those are sent."""
         rank = self.rank
         result: dict = {}
-        worker = threading.Thread(target=_run_plan_inputs, args=(self.config, rank, plan, inputs, False, result),
-                                  daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
+        done = spu_worker().submit(_run_plan_inputs, self.config, rank, plan, inputs, False, result)
+        while not done.wait(0.2):
             if conn.poll(0):
                 try:
                     request = recv_message(conn, max_bytes=_SMALL, expected_types=DURING_JOB)
@@ -501,15 +498,68 @@ def _check_generation_plans(rank: int, meta: dict, plans: dict, weights: dict) -
                              f"as {first[1][diff]}: one set of weight shares cannot serve both")
 
 
+class SpuWorker:
+    """The one thread of a node process that runs SPU (links, runtimes, plans), for its
+    whole life.
+
+    Each query used to run on a fresh ``threading.Thread`` that exited when the query
+    was done, so a node process went through one SPU-running thread per query (before
+    the service a node ran one job and exited). About one query in 25 then killed a node
+    with SIGSEGV in libc's ``strlen`` (AVX-512 variant, first load) on an unmapped
+    address ``0x...fc5e0``: the same offset, 0xa20 bytes below a page boundary, in the
+    region of 8 MB thread stacks, i.e. in the thread-local/first-frame area at the top
+    of the stack of a thread that had exited and whose stack glibc had unmapped. Which
+    code keeps that pointer is not pinned down (libspu keeps per-thread state: OpenMP
+    teams per master thread, thread-locals); running all SPU work on one thread for
+    the life of the process removes the churn of the threads SPU runs on (measured in
+    docs/deployment.md, "Known problem": 0 crashes in 100 MiniLM queries; the evidence is
+    statistical). Jobs run one at a time (the run lock already ensures it).
+    """
+
+    def __init__(self):
+        import queue
+
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="ditto-spu-worker", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, args, done = self._jobs.get()
+            try:
+                fn(*args)
+            except BaseException:  # the job functions report their own errors; never die
+                traceback.print_exc()
+            finally:
+                done.set()
+
+    def submit(self, fn, *args) -> threading.Event:
+        """Queue ``fn(*args)``; the returned event is set once it has returned."""
+        done = threading.Event()
+        self._jobs.put((fn, args, done))
+        return done
+
+
+_WORKER: SpuWorker | None = None
+_WORKER_LOCK = threading.Lock()
+
+
+def spu_worker() -> SpuWorker:
+    """This process's SPU thread (started on first use)."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = SpuWorker()
+        return _WORKER
+
+
 def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
     """A driver's ``run`` (``ditto-spu run``: plan and every input's shares in the
     message). A failure ends the node process (status 1), as before the service."""
     _log(rank, "job started")
     result: dict = {}
-    worker = threading.Thread(target=_run_job, args=(config, rank, msg, result), daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
+    done = spu_worker().submit(_run_job, config, rank, msg, result)
+    while not done.wait(0.2):
         if conn.poll(0):
             try:
                 request = recv_message(conn, max_bytes=1 << 20, expected_types=DURING_JOB)
