@@ -98,7 +98,8 @@ def main() -> int:
     ap.add_argument("--tiny-queries", type=int, default=3)
     ap.add_argument("--minilm-seq-len", type=int, default=32)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--crash-logs", default="/tmp/service-bench-crashes", help="where a crashed node's log goes")
+    ap.add_argument("--crash-logs", default=os.path.join(tempfile.gettempdir(), "ditto-spu-service-crashes"),
+                    help="where a crashed node's log goes (default: in the system's temporary directory)")
     args = ap.parse_args()
     report: dict = {"command": "PYTHONPATH=. python benchmarks/service_queries.py " + " ".join(sys.argv[1:]),
                     "machine": f"{os.cpu_count()} cores, shared", "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -108,7 +109,6 @@ def main() -> int:
         with LocalNodes(path, log_dir=d) as nodes:
             nodes.wait_ready(timeout=120)
             pids = [nodes.procs[r].pid for r in range(3)]
-            report["logs"] = d
             report["rss_kb_idle"] = [rss_kb(p) for p in pids]
 
             up = upload_model(config, "tiny", "ditto", seq_len=16, model_id="tiny")
