@@ -34,8 +34,8 @@ import numpy as np
 from ..errors import DittoError
 from ..shares import reconstruct
 from .config import DeploymentConfig
-from .driver import _abort, _connect, run_admitted, stats_of
-from .service import PROTOCOL, Client, UploadResult, _reply, _share_client_inputs, _upload_to
+from .driver import _connect, run_admitted, stats_of
+from .service import PROTOCOL, Client, UploadResult, _reply, _share_client_inputs, send_upload
 from .store import check_model_id
 from .wire import send_message
 
@@ -148,21 +148,8 @@ def upload_generation_model(config: DeploymentConfig, model, mode: str = "ditto"
     say(f"sending each node its weight shares and {len(compiled)} plans")
     t0 = time.perf_counter()
     plans_bytes = {name: c.program.plan.to_bytes() for name, c in compiled.items()}
-    conns = [_connect(config, rank, connect_timeout_s, role="owner") for rank in range(3)]
-    try:
-        for rank, conn in enumerate(conns):
-            _upload_to(config, conn, rank, model_id, meta, plans_bytes[first_name], per_party[rank],
-                       extra={"plans": plans_bytes})
-        stored = []
-        for rank, conn in enumerate(conns):
-            send_message(conn, {"type": "upload_commit"})
-            stored.append(int(_reply(config, conn, rank, {"stored", "error"}, "upload")["bytes"]))
-    except BaseException:
-        _abort({c: r for r, c in enumerate(conns)}, "upload failed")
-        raise
-    finally:
-        for conn in conns:
-            conn.close()
+    stored = send_upload(config, model_id, meta, plans_bytes[first_name], per_party, connect_timeout_s,
+                         extra={"plans": plans_bytes})
     return UploadResult(model_id, upload_id, meta, compile_s, share_s, time.perf_counter() - t0, stored)
 
 

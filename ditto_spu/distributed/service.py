@@ -65,6 +65,28 @@ class UploadResult:
                 "plans": sorted(self.meta.get("plans", {}))}
 
 
+def send_upload(config: DeploymentConfig, model_id: str, meta: dict, plan_bytes: bytes, per_party: list,
+                connect_timeout_s: float, extra: dict | None = None) -> list:
+    """The owner's side of an upload: node r gets the metadata, the plan (and ``extra``)
+    and its own weight shares ``per_party[r]``, then all three commit. Returns the share
+    bytes each node stored; on any failure every node is told to abort."""
+    conns = [_connect(config, rank, connect_timeout_s, role="owner") for rank in range(3)]
+    try:
+        for rank, conn in enumerate(conns):
+            _upload_to(config, conn, rank, model_id, meta, plan_bytes, per_party[rank], extra=extra)
+        stored = []
+        for rank, conn in enumerate(conns):
+            send_message(conn, {"type": "upload_commit"})
+            stored.append(int(_reply(config, conn, rank, {"stored", "error"}, "upload")["bytes"]))
+        return stored
+    except BaseException:
+        _abort({c: r for r, c in enumerate(conns)}, "upload failed")
+        raise
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def upload_model(config: DeploymentConfig, model, mode: str = "ditto", *, seq_len: int = 32, policy=None,
                  model_id: str | None = None, model_name: str | None = None, output: str | None = None,
                  rng=None, connect_timeout_s: float = 30.0, progress=None) -> UploadResult:
@@ -141,21 +163,7 @@ def upload_model(config: DeploymentConfig, model, mode: str = "ditto", *, seq_le
     step("sending each node its weight shares")
     t0 = time.perf_counter()
     plan_bytes = plan.to_bytes()
-    conns = [_connect(config, rank, connect_timeout_s, role="owner") for rank in range(3)]
-    try:
-        for rank, conn in enumerate(conns):
-            _upload_to(config, conn, rank, model_id, meta, plan_bytes, per_party[rank])
-        stored = []
-        for rank, conn in enumerate(conns):
-            send_message(conn, {"type": "upload_commit"})
-            reply = _reply(config, conn, rank, {"stored", "error"}, "upload")
-            stored.append(int(reply["bytes"]))
-    except BaseException:
-        _abort({c: r for r, c in enumerate(conns)}, "upload failed")
-        raise
-    finally:
-        for conn in conns:
-            conn.close()
+    stored = send_upload(config, model_id, meta, plan_bytes, per_party, connect_timeout_s)
     send_s = time.perf_counter() - t0
     return UploadResult(model_id, upload_id, meta, compile_s, share_s, send_s, stored)
 
