@@ -26,18 +26,7 @@ import sys
 import tempfile
 import time
 
-from ditto_spu.distributed.local import LocalNodes, free_ports
-
-
-def make_certs(d: str) -> dict:
-    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-        "-out", "ca.crt", "-days", "2", "-subj", "/CN=ditto-tls-starts-ca")
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
-        "-subj", "/CN=127.0.0.1")
-    run("openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "node.crt", "-days", "2")
-    return {"enabled": True, "cert": "node.crt", "key": "node.key", "ca": "ca.crt"}
+from ditto_spu.distributed.local import LocalNodes, free_ports, make_test_certificates
 
 
 def write_config(d: str) -> str:
@@ -46,7 +35,7 @@ def write_config(d: str) -> str:
         "nodes": [{"id": f"node{r}", "link_address": f"127.0.0.1:{ports[r]}",
                    "control_address": f"127.0.0.1:{ports[3 + r]}"} for r in range(3)],
         "link": {"connect_retry_times": 20, "connect_retry_interval_ms": 200, "recv_timeout_ms": 20000,
-                 "http_timeout_ms": 20000, "tls": make_certs(d)},
+                 "http_timeout_ms": 20000, "tls": make_test_certificates(d, "ditto-tls-starts-ca")},
         "job_timeout_s": 120,
     }
     path = os.path.join(d, "3pc.json")

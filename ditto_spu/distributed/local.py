@@ -73,3 +73,21 @@ class LocalNodes:
         for p in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):  # best effort: never hang teardown
                 p.wait(10)
+
+
+def make_test_certificates(directory, common_name: str = "ditto-test-ca") -> dict:
+    """A CA and one node certificate it signs (``openssl``), written into ``directory``:
+    the ``link.tls`` section of a config for a deployment on this machine (tests,
+    benchmarks). Not for production keys."""
+    directory = str(directory)
+
+    def run(*args):
+        subprocess.run(args, cwd=directory, check=True, capture_output=True)
+
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+        "-out", "ca.crt", "-days", "2", "-subj", f"/CN={common_name}")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+        "-subj", "/CN=127.0.0.1")
+    run("openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.crt", "-days", "2")
+    return {"enabled": True, "cert": "node.crt", "key": "node.key", "ca": "ca.crt"}

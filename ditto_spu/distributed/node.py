@@ -70,6 +70,14 @@ def _log(rank: int, message: str) -> None:
     print(f"[ditto-spu node {rank}] {message}", file=sys.stderr, flush=True)
 
 
+def _report_error(conn, rank: int, message: str) -> None:
+    """Tell the peer on ``conn`` what failed, if it is still there to hear it."""
+    try:
+        send_message(conn, {"type": "error", "rank": rank, "message": message})
+    except OSError:
+        pass
+
+
 def _check_port_free(address: str, what: str, rank: int) -> None:
     host, port = address.rsplit(":", 1)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -453,10 +461,7 @@ class NodeServer:
                 return
         if "error" in result:
             _log(rank, f"{what} failed: {result['error']}")
-            try:
-                send_message(conn, {"type": "error", "rank": rank, "message": result["error"]})
-            except OSError:
-                pass
+            _report_error(conn, rank, result["error"])
             self.restart(rank, f"{what} failed")
             return
         value = result["value"]
@@ -572,10 +577,7 @@ def _serve_job(config: DeploymentConfig, rank: int, conn, msg: dict) -> int:
                 _hard_exit(EXIT_JOB_FAILED)
     if "error" in result:
         _log(rank, f"job failed: {result['error']}")
-        try:
-            send_message(conn, {"type": "error", "rank": rank, "message": result["error"]})
-        except OSError:
-            pass
+        _report_error(conn, rank, result["error"])
         _hard_exit(EXIT_JOB_FAILED)
     send_message(conn, {"type": "result", "rank": rank, **result["value"]})
     _log(rank, f"job done in {result['value']['wall_s']:.2f} s")

@@ -82,12 +82,7 @@ class Simulator:
                 outputs, steps = runtime.run(plan, party_inputs[thread.rank])
                 return outputs, steps, runtime.setup_stats.bytes_sent
             finally:
-                # Close the link cleanly (it waits for the peers' goodbye, bounded by the
-                # receive timeout) so no link thread outlives the party.
-                try:
-                    link.stop_link()
-                except RuntimeError:
-                    pass
+                _stop_link(link)
 
         threads = [_PartyThread(rank, party_main) for rank in range(WORLD_SIZE)]
         t0 = time.perf_counter()
@@ -170,10 +165,7 @@ class SimulatedSession:
                     self._results.put((rank, e, None, time.monotonic()))
                     return
         finally:
-            try:
-                link.stop_link()
-            except RuntimeError:
-                pass
+            _stop_link(link)
 
     def run_shares(self, plan: Plan, party_inputs: list, keep=frozenset()) -> tuple[list, RunStats]:
         """Run ``plan`` on the parties' input shares; each party keeps its inputs named in
@@ -225,6 +217,15 @@ class SimulatedSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stop_link(link) -> None:
+    """Close a party's link cleanly (it waits for the peers' goodbye, bounded by the
+    receive timeout) so no link thread outlives the party; a peer already gone is fine."""
+    try:
+        link.stop_link()
+    except RuntimeError:
+        pass
 
 
 def _wait_all(threads: list, timeout_s: float) -> None:

@@ -57,15 +57,9 @@ def make_certs(tmp_path) -> dict:
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl command not available to make test certificates")
-    d = str(tmp_path)
-    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-        "-out", "ca.crt", "-days", "2", "-subj", "/CN=ditto-test-ca")
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
-        "-subj", "/CN=127.0.0.1")
-    run("openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "node.crt", "-days", "2")
-    return {"enabled": True, "cert": "node.crt", "key": "node.key", "ca": "ca.crt"}
+    from ditto_spu.distributed.local import make_test_certificates
+
+    return make_test_certificates(tmp_path)
 
 
 def write_tls_config(tmp_path, **extra) -> str:
