@@ -48,6 +48,20 @@ class StepStats:
         return d
 
 
+
+def check_party_inputs(plan: Plan, inputs: dict, rank: int) -> None:
+    """Raise PlanError unless ``inputs`` holds every input share ``plan`` reads, each in the
+    ring and shape the plan declares (checked before any party talks to a peer)."""
+    for binding in plan.inputs:
+        if binding.name not in inputs:
+            raise PlanError(f"party {rank}: missing input {binding.name!r}")
+        share = inputs[binding.name]
+        if share.ring != binding.info.ring or share.shape != binding.info.shape:
+            raise PlanError(
+                f"party {rank}: input {binding.name!r} is {share.ring} {share.shape}, "
+                f"the plan expects {binding.info.ring} {binding.info.shape}"
+            )
+
 class PartyRuntime:
     """Runs Plans for one party over one link (``libspu.link.Context``)."""
 
@@ -145,16 +159,9 @@ class PartyRuntime:
 
         Variables are freed after their last use (``free_dead``), except the inputs named in
         ``keep``: a runtime that serves several runs keeps them (weights loaded once)."""
+        check_party_inputs(plan, inputs, self.rank)
         for binding in plan.inputs:
-            if binding.name not in inputs:
-                raise PlanError(f"party {self.rank}: missing input {binding.name!r}")
-            share = inputs[binding.name]
-            if share.ring != binding.info.ring or share.shape != binding.info.shape:
-                raise PlanError(
-                    f"party {self.rank}: input {binding.name!r} is {share.ring} {share.shape}, "
-                    f"the plan expects {binding.info.ring} {binding.info.shape}"
-                )
-            self.set_share(binding.name, share)
+            self.set_share(binding.name, inputs[binding.name])
         # Create every runtime up front, in ring order, so all parties agree.
         for ring in plan.rings:
             self.runtime(ring)

@@ -70,6 +70,7 @@ class Simulator:
         from .runtime import PartyRuntime
 
         plan.validate()
+        _check_all_inputs(plan, party_inputs)
         desc = libspu.link.Desc()
         for rank in range(WORLD_SIZE):
             desc.add_party(f"party{rank}", f"thread_{rank}")
@@ -173,6 +174,7 @@ class SimulatedSession:
         if self._failed is not None:
             raise DittoError(f"this simulated session failed earlier ({self._failed}); start a new one")
         plan.validate()
+        _check_all_inputs(plan, party_inputs)  # before any party starts: the session stays usable
         t0 = time.perf_counter()
         for rank in range(WORLD_SIZE):
             self._jobs[rank].put((plan, party_inputs[rank], frozenset(keep)))
@@ -198,7 +200,7 @@ class SimulatedSession:
                 if grace_end is None:  # give the others their receive timeout to fail too
                     grace_end = time.monotonic() + 2 * timeout + 5
         if errors or len(results) < WORLD_SIZE:
-            causes = [e for e in errors if not _is_peer_timeout(e[2])] or errors
+            causes = _causes(errors, lambda e: e[2])
             if not causes:
                 self._failed = DittoError(f"parties {sorted(set(range(WORLD_SIZE)) - set(results))} did not finish")
                 raise self._failed
@@ -241,7 +243,7 @@ def _wait_all(threads: list, timeout_s: float) -> None:
             failed = [t for t in threads if not t.is_alive() and t.error is not None]
             # the cause: the first party to fail of its own accord; the others failed
             # waiting for it (a receive timeout), which on a loaded machine can come first
-            causes = [t for t in failed if not _is_peer_timeout(t.error)] or failed
+            causes = _causes(failed, lambda t: t.error)
             first = min(causes, key=lambda t: (t.failed_at, t.rank))
             err = first.error
             if isinstance(err, PartyError):
@@ -258,6 +260,35 @@ def _wait_all(threads: list, timeout_s: float) -> None:
             if t.is_alive():
                 t.join(0.05)
                 break
+
+
+def _check_all_inputs(plan: Plan, party_inputs: list) -> None:
+    from .runtime import check_party_inputs
+
+    if len(party_inputs) != WORLD_SIZE:
+        raise DittoError(f"expected input shares for {WORLD_SIZE} parties, got {len(party_inputs)}")
+    for rank, inputs in enumerate(party_inputs):
+        try:
+            check_party_inputs(plan, inputs, rank)
+        except DittoError as e:
+            raise PartyError(rank, "inputs", e) from e
+
+
+def _causes(failures: list, error_of) -> list:
+    """The failures that can be the cause: a party's own checked error (a DittoError raised
+    by our code) before a foreign one, and anything before a peer's receive timeout. A
+    party whose peer stopped mid-exchange can fail with a C++ error (e.g. std::bad_cast) at
+    about the same moment as the party that caused it; time order alone cannot tell them
+    apart on a loaded machine."""
+
+    def own(err) -> bool:
+        return isinstance(err, DittoError) and not isinstance(getattr(err, "cause", None), str)
+
+    for keep in (lambda e: own(e), lambda e: not _is_peer_timeout(e)):
+        picked = [f for f in failures if keep(error_of(f))]
+        if picked:
+            return picked
+    return failures
 
 
 def _is_peer_timeout(err: BaseException) -> bool:

@@ -218,14 +218,42 @@ def test_a_session_keeps_named_inputs_loaded_between_runs(monkeypatch):
     assert any(name in kept for _, name in first)
 
 
-def test_a_failed_session_run_names_the_party_and_ends_the_session():
+def test_a_bad_input_share_names_the_party_before_any_party_starts():
     sim = Simulator(recv_timeout_s=3)
     plan = build_mixed_ring_plan(rows=4, dim=8)
     shares = sim.share_inputs(plan, demo_inputs(4, 8))
     shares[1]["x"] = share_values(np.zeros((4, 8)), FXP64(18), "float16")[1]
+    with pytest.raises(PartyError, match="input 'x' is FXP64") as info:
+        sim.run_shares(plan, shares)
+    assert (info.value.rank, info.value.step) == (1, "inputs")
     with sim.session() as session:
         with pytest.raises(PartyError) as info:
             session.run_shares(plan, shares)
+        assert (info.value.rank, info.value.step) == (1, "inputs")
+        # nothing ran, so the session still serves a good run
+        inputs = demo_inputs(4, 8)
+        outputs, _ = session.run_shares(plan, sim.share_inputs(plan, inputs))
+        y = reconstruct([outputs[r]["y"] for r in range(3)])
+        want = plaintext_reference(inputs)
+        assert np.linalg.norm(y - want) < 0.05 * np.linalg.norm(want)
+
+
+def test_a_failed_session_run_names_the_party_and_ends_the_session(monkeypatch):
+    from ditto_spu.mpc.runtime import PartyRuntime
+
+    real = PartyRuntime._run_segment
+
+    def failing_on_party_1(self, step):
+        if self.rank == 1:
+            raise PlanError("planted failure")
+        return real(self, step)
+
+    monkeypatch.setattr(PartyRuntime, "_run_segment", failing_on_party_1)
+    sim = Simulator(recv_timeout_s=3)
+    plan = build_mixed_ring_plan(rows=4, dim=8)
+    with sim.session() as session:
+        with pytest.raises(PartyError, match="planted failure") as info:
+            session.run_shares(plan, sim.share_inputs(plan, demo_inputs(4, 8)))
         assert info.value.rank == 1
         with pytest.raises(DittoError, match="failed earlier"):
             session.run_shares(plan, sim.share_inputs(plan, demo_inputs(4, 8)))
