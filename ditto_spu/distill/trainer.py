@@ -78,6 +78,7 @@ class DistillConfig:
     train_word_embeddings: bool = True  # False: the word-embedding table stays the teacher's
     range_weight: float = 1.0  # weight of the FXP32 range penalty (fast backend; 0 = off)
     range_margin_bits: float = 1.0  # headroom the penalty keeps below each FXP32 limit
+    length_buckets: bool = True  # batches of similar lengths, cut to a bucket width (see batch_for_step)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -192,6 +193,30 @@ def _stage_loss(cfg: DistillConfig, stage: int, s, t, mask):
     return loss
 
 
+LENGTH_GROUP_BATCHES = 32  # batches per chunk sorted by length (the rest of the order stays random)
+
+
+def bucket_widths(seq_len: int, smallest: int = 16) -> list[int]:
+    """The widths a training batch is cut to: 16, 32, 64, … below ``seq_len``, then
+    ``seq_len`` (one compilation of the step per width)."""
+    widths, w = [], smallest
+    while w < seq_len:
+        widths.append(w)
+        w *= 2
+    return widths + [seq_len]
+
+
+def cut_to_bucket(batch: dict, seq_len: int) -> dict:
+    """``batch`` cut to the narrowest bucket width holding its longest example; unchanged
+    when a padding position precedes a real token (not right-padded)."""
+    mask = np.asarray(batch["attention_mask"])
+    longest = int(mask.sum(axis=1).max(initial=0))
+    width = next(w for w in bucket_widths(seq_len) if w >= longest)
+    if width >= mask.shape[1] or mask[:, width:].any():
+        return batch
+    return {k: v[:, :width] for k, v in batch.items()}
+
+
 class Distiller:
     """One QAD run of ``model`` (a stock HF Flax BERT / GPT-2 with the teacher's weights in
     ``model.params``) on ``train`` batches, under ``cfg``. :meth:`run` trains (resuming from
@@ -208,6 +233,8 @@ class Distiller:
         self.full_model = model
         self.teacher_params_full = model.params
         self.train = train
+        self._lengths = np.asarray(train.attention_mask).sum(axis=1)
+        self._batch_order: Optional[tuple] = None
         self.vocab: Optional[VocabSubset] = None
         family_has_tied_head = cfg.kind == "causal-lm"
         if cfg.restrict_vocab and not family_has_tied_head:
@@ -241,14 +268,49 @@ class Distiller:
         return ids if self.vocab is None else self.vocab.encode(ids)
 
     def batch_for_step(self, key, step: int) -> dict:
+        """The training batch of ``step``: a fixed function of (seed, step), so a resumed
+        run sees the batches it would have seen.
+
+        Each epoch is a permutation of the training examples. With ``cfg.length_buckets``
+        the permutation is cut into chunks of :data:`LENGTH_GROUP_BATCHES` batches, each
+        chunk sorted by length before it is cut into batches, the epoch's batches shuffled,
+        and every batch cut to the narrowest of :func:`bucket_widths` that holds its
+        longest example. Exact, not an approximation: the losses count real tokens only
+        and a real token never attends to padding, so the cut positions change nothing but
+        the time (MiniLM on the built-in text: 21 tokens per sentence on average, padded
+        to 64; a step at width 16 takes ~0.3 of one at 64)."""
         n, b = len(self.train), self.cfg.batch_size
         per_epoch = max(n // b, 1)
         epoch, i = divmod(step, per_epoch)
-        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        idx = perm[i * b : (i + 1) * b] if n >= b else np.resize(perm, b)
-        batch = self.train.take(idx)
+        batches = self._epoch_batches(key, epoch, per_epoch)
+        batch = self.train.take(batches[i])
+        if self.cfg.length_buckets:
+            batch = cut_to_bucket(batch, self.cfg.seq_len)
         batch["input_ids"] = self._ids(batch["input_ids"])
         return batch
+
+    def _epoch_batches(self, key, epoch: int, per_epoch: int) -> list:
+        cached = self._batch_order
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        n, b = len(self.train), self.cfg.batch_size
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+        if n < b:
+            batches = [np.resize(perm, b)]
+        elif not self.cfg.length_buckets:
+            batches = [perm[i * b : (i + 1) * b] for i in range(per_epoch)]
+        else:
+            used = perm[: per_epoch * b]
+            lengths = self._lengths[used]
+            batches = []
+            group = LENGTH_GROUP_BATCHES * b
+            for s in range(0, len(used), group):
+                chunk = used[s : s + group][np.argsort(lengths[s : s + group], kind="stable")]
+                batches.extend(chunk[j : j + b] for j in range(0, len(chunk), b))
+            order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(batches))
+            batches = [batches[k] for k in order]
+        self._batch_order = (epoch, batches)
+        return batches
 
     # -- steps -----------------------------------------------------------------------------
     def optimizer(self, stage: int):

@@ -346,3 +346,50 @@ def test_cli_extra_text_adds_training_sentences_only(tmp_path):
     assert len(train) > 5 * len(train0) and (held.input_ids == held0.input_ids).all()
     with pytest.raises(DittoError, match="extra-text"):
         distill_run.training_data(builtin, 16, HashTokenizer(64), extra_text=str(tmp_path / "missing.txt"))
+
+
+# ---- length buckets ------------------------------------------------------------------------
+
+
+def test_bucket_widths_and_cut():
+    from ditto_spu.distill.trainer import bucket_widths, cut_to_bucket
+
+    assert bucket_widths(64) == [16, 32, 64]
+    assert bucket_widths(100) == [16, 32, 64, 100]
+    assert bucket_widths(16) == [16]
+    mask = np.zeros((2, 64), np.int32)
+    mask[0, :20], mask[1, :9] = 1, 1
+    batch = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": 0 * mask}
+    cut = cut_to_bucket(batch, 64)
+    assert {k: v.shape for k, v in cut.items()} == {k: (2, 32) for k in batch}
+    np.testing.assert_array_equal(cut["input_ids"], batch["input_ids"][:, :32])
+    left = {k: v[:, ::-1].copy() for k, v in batch.items()}  # left-padded: nothing may be cut
+    assert cut_to_bucket(left, 64)["attention_mask"].shape == (2, 64)
+
+
+def test_length_buckets_change_nothing_but_the_width(tiny):
+    """The loss of a batch cut to its bucket equals the loss at the full width (the losses
+    count real tokens; real tokens never attend to padding), and an epoch's batches hold
+    every example once, most of them cut below the full width."""
+    corpus = builtin_corpus()
+    tok = HashTokenizer(512)
+    train = Batches.from_encoded(encode_texts(tok, corpus.train[:64], 64))
+    cfg = DistillConfig(seq_len=64, batch_size=8, stage1_steps=8, stage2_steps=8, init="teacher")
+    d = Distiller(tiny, cfg, train)
+    key = jax.random.PRNGKey(0)
+    batches = [d.batch_for_step(key, s) for s in range(8)]
+    widths = [b["input_ids"].shape[1] for b in batches]
+    assert max(widths) <= 64 and sum(widths) / len(widths) < 48, widths
+    seen = sorted(i for b in d._epoch_batches(key, 0, 8) for i in b)
+    assert seen == list(range(64))
+    full = {k: np.asarray(v) for k, v in train.take(d._epoch_batches(key, 0, 8)[0]).items()}
+    full["input_ids"] = d._ids(full["input_ids"])
+    cut = batches[0]
+    assert cut["input_ids"].shape[1] < 64
+    for stage in (1, 2):
+        loss = jax.jit(d.loss_fn(stage))
+        (_, (a, _)), (_, (b, _)) = loss(d.student_init, d.teacher_params, full), loss(d.student_init, d.teacher_params, cut)
+        assert float(a) > 1e-4 and float(b) == pytest.approx(float(a), rel=1e-5), (stage, a, b)
+    plain = Distiller(tiny, DistillConfig(seq_len=64, batch_size=8, stage1_steps=8, stage2_steps=8, init="teacher",
+                                          length_buckets=False), train)
+    assert all(plain.batch_for_step(key, s)["input_ids"].shape[1] == 64 for s in range(8))
