@@ -58,8 +58,10 @@ Security: only the messages of :mod:`.compare` (the masked sharing of A, AND gat
 :mod:`.ot` (bit injection) and one reshare (party i's cross terms padded by
 pad(i, i−1) − pad(i, i+1), sent to party i−1, which lacks pad(i, i+1)) are sent; each
 is uniform given its receiver's own components and PRG streams. The indicator exists
-only as shares; nobody learns which side of c an element lies on (tested in
-tests/kernels/test_kernel_threshold_select.py).
+only as shares; nobody learns which side of c an element lies on. Tested in
+tests/kernels/test_kernel_threshold_select.py on what party 2 receives (its own
+components and streams fixed, the secret on either side of c), a test that fails when
+role 0's sharing mask is missing or reused.
 """
 
 from __future__ import annotations

@@ -235,7 +235,10 @@ class Interpreter:
                 args.append(Val(self.arith.encode_input(x, ring, name), ring, False, True))
             else:
                 args.append(Val(x, None, False, False))
-        return [o.x for o in self.eval_jaxpr(closed.jaxpr, closed.consts, args, "")]
+        try:
+            return [o.x for o in self.eval_jaxpr(closed.jaxpr, closed.consts, args, "")]
+        finally:
+            self._thresholds.clear()  # operands held for the products that follow: this run's only
 
     # -- jaxpr walking ----------------------------------------------------------------------
     def _literal(self, val) -> Val:
@@ -410,6 +413,8 @@ class Interpreter:
     def _note_threshold(self, eqn, xs, invals, ring) -> None:
         """Remember a comparison of a secret float value with a scalar public constant
         (either side): a product with its converted result may be a threshold select."""
+        if not self.mixed or not self._kernels_on():
+            return  # the rule never applies here: hold nothing
         secret = [i for i, v in enumerate(invals) if not v.const]
         if len(secret) != 1 or not invals[secret[0]].is_float or jnp.ndim(invals[1 - secret[0]].x) != 0:
             return
