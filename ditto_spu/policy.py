@@ -26,11 +26,12 @@ JSON form (``configs/policy_default.json``)::
      "overrides": [{"scope": "encoder/layer/3/", "float16": "FXP32[f=12]"}]}
 
 Comparison bounds (the ranges the reduced-ring kernels rely on,
-:mod:`ditto_spu.kernels.reduce_max`): ``comparison_bound`` (top level, default
-:data:`DEFAULT_COMPARISON_BOUND`) is a public bound on |x| for the maxima of low-ring
-values (the softmax's row max and cut-off); an override may carry its own
-``comparison_bound`` for its scope, and ``null`` at the top level keeps every maximum in
-SPU. ``rsqrt_range`` ([low, high], default :data:`DEFAULT_RSQRT_RANGE`; ``null``: SPU's
+:mod:`ditto_spu.kernels.reduce_max`, :mod:`ditto_spu.kernels.threshold_select`):
+``comparison_bound`` (top level, default :data:`DEFAULT_COMPARISON_BOUND`) is a public
+bound on |x| for the maxima of low-ring values (the softmax's row max and cut-off) and on
+|x − c| for the comparisons with a public constant c that select a value (PUMA's GeLU
+steps, in mixed-ring programs); an override may carry its own ``comparison_bound`` for its
+scope, and ``null`` at the top level keeps every such comparison in SPU. ``rsqrt_range`` ([low, high], default :data:`DEFAULT_RSQRT_RANGE`; ``null``: SPU's
 own) is the calibrated range of rsqrt's input (LayerNorm's variance + ε) for
 :mod:`ditto_spu.kernels.rsqrt`. The default comparison bound holds attention scores up to ±488 next to the ring-safe mask bias
 (−1024 after the max shift: 1024 + 2·488 = 2000); calibration records the real range

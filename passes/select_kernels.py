@@ -18,6 +18,22 @@ an FXP32 ring (where Ditto puts these comparisons; single-ring FXP64 baselines k
 own) and a calibrated comparison bound from the policy (``Policy.bound_for``) that gives
 a reduced ring narrower than the ring. The params carry the bound.
 
+Threshold selects (PUMA's GeLU, :func:`ditto_spu.approx.gelu_puma`): a
+``stablehlo.multiply`` with a float result whose one operand is ``convert(compare(x, c))``
+— a boolean comparison of a value x with a splat constant c (either side), directions GE,
+GT, LT, LE, converted to float — and whose other operand y is a secret float value,
+becomes ``threshold_select`` on [x, y] (:mod:`ditto_spu.kernels.threshold_select`): y·[x
+≥ c] decided in a reduced ring, the 0/1 product exact. The direction is normalised to x
+on the left (``c < x`` is ``x > c``) and then to params ``strict`` (GT, LE) and ``below``
+(LT, LE: the complement, ``x < c`` = 1 − [x ≥ c], ``x ≤ c`` = 1 − [x > c]). It applies
+when :func:`ditto_spu.kernels.threshold_select.selects` accepts: a mixed-ring program
+(single-ring FXP64 baselines keep SPU's comparison), x, y, the compare and the multiply
+in one ring, x secret fixed point (neither x nor y a converted boolean or integer), and a
+comparison bound from the policy for the multiply's scope (``Policy.bound_for``) giving a
+reduced ring narrower than the ring. The params carry c, the direction, the bound and the
+resolution bits. The convert, then the compare, are removed when nothing else reads them
+(and they are not outputs); the splat constant stays (constants are cloned where used).
+
 rsqrt (LayerNorm's): a ``stablehlo.rsqrt`` of a computed value in an FXP64 ring of a
 mixed-ring program becomes ``rsqrt_calibrated`` when the policy has an ``rsqrt_range``
 the kernel can use (:func:`ditto_spu.kernels.rsqrt.selects`); single-ring FXP64 programs
@@ -55,7 +71,7 @@ from __future__ import annotations
 
 import math
 
-from ditto_spu.kernels import divide, exp_taylor, local_sum, multiply, reduce_max, rsqrt
+from ditto_spu.kernels import divide, exp_taylor, local_sum, multiply, reduce_max, rsqrt, threshold_select
 from ditto_spu.kernels.matmul import DEFAULT_MIN_MACS
 from ditto_spu.kernels.matmul import NAME as MATMUL_FXP32
 from ditto_spu.kernels.matmul import selects as matmul_fxp32_selects
@@ -152,6 +168,81 @@ def _select_maxima(graph: Graph, policy) -> None:
         n.kernel = kernel
         n.params = params
         n.operands = [x]
+
+
+# x OP c -> (strict, below) of threshold_select's step: GE [x ≥ c], GT [x > c], LT the
+# complement of [x ≥ c], LE the complement of [x > c].
+_STEP_OF_DIRECTION = {"GE": (False, False), "GT": (True, False), "LT": (False, True), "LE": (True, True)}
+_SWAPPED_DIRECTION = {"GE": "LE", "GT": "LT", "LT": "GT", "LE": "GE"}  # c OP x == x SWAPPED c
+
+
+def _threshold_comparison(graph: Graph, node):
+    """(x, c, strict, below) of ``compare(x, splat c)`` or ``compare(splat c, x)`` with a
+    direction GE / GT / LT / LE on a computed float x, else None."""
+    from jaxlib.mlir.dialects import stablehlo
+
+    if node is None or node.kind != "op" or node.const or node.op_name != "stablehlo.compare" or node.op is None:
+        return None
+    # ComparisonDirectionAttr exists at run time but not in jaxlib's type stubs
+    direction = stablehlo.ComparisonDirectionAttr(node.op.attributes["comparison_direction"]).value  # type: ignore[attr-defined]
+    if direction not in _STEP_OF_DIRECTION or len(node.operands) != 2:
+        return None
+    a, b = node.operands
+    if _computed(graph, a) and not _computed(graph, b):
+        x, c_vid = a, b
+    elif _computed(graph, b) and not _computed(graph, a):
+        x, c_vid, direction = b, a, _SWAPPED_DIRECTION[direction]
+    else:
+        return None
+    constant = _splat_constant(graph, c_vid)
+    if constant is None or not math.isfinite(constant) or not graph.values[x].is_float:
+        return None
+    return (x, constant, *_STEP_OF_DIRECTION[direction])
+
+
+def _select_thresholds(graph: Graph, policy, mixed: bool) -> None:
+    """``multiply(convert(compare(x, c)), y)`` -> ``threshold_select`` on [x, y]."""
+    bound_for = getattr(policy, "bound_for", None)
+    users = graph.users()
+    for n in list(graph.nodes):
+        if n.kind != "op" or n.const or n.op_name != "stablehlo.multiply" or n.ring is None:
+            continue
+        if not graph.values[n.results[0]].is_float:
+            continue
+        for ind_vid, y_vid in (n.operands, n.operands[::-1]):
+            convert = _producer(graph, ind_vid)
+            if convert is None or convert.kind != "op" or convert.op_name != "stablehlo.convert":
+                continue
+            if graph.values[convert.operands[0]].elem != "i1":
+                continue
+            compare = _producer(graph, convert.operands[0])
+            found = _threshold_comparison(graph, compare)
+            if found is None:
+                continue
+            x_vid, constant, strict, below = found
+            x, y = graph.values[x_vid], graph.values[y_vid]
+            if compare.ring != n.ring or x.ring != n.ring or y.ring != n.ring or not y.is_float:
+                continue
+            if not _computed(graph, y_vid) or from_non_float(graph, y_vid) or from_non_float(graph, x_vid):
+                continue
+            bound = bound_for(n.location.scope) if bound_for is not None else None
+            if not threshold_select.selects(n.ring, mixed=mixed, bound=bound, secret=True, float_operand=True):
+                continue
+            n.kind = "call"
+            n.kernel = threshold_select.NAME
+            n.params = {
+                "constant": constant,
+                "strict": strict,
+                "below": below,
+                "bound": bound,
+                "resolution_bits": threshold_select.DEFAULT_RESOLUTION_BITS,
+            }
+            n.operands = [x_vid, y_vid]
+            users[ind_vid] = [u for u in users.get(ind_vid, []) if u != n.id]
+            if n.id not in users.setdefault(x_vid, []):
+                users[x_vid].append(n.id)
+            _remove_unread(graph, users, [convert, compare])
+            break
 
 
 def is_mixed(graph: Graph) -> bool:
@@ -355,6 +446,7 @@ def select_kernels(
     if maxima if maxima is not None else matmul_fxp32:
         mixed = is_mixed(graph)
         _select_maxima(graph, policy)
+        _select_thresholds(graph, policy, mixed)
         _select_rsqrt(graph, policy, mixed)
         _select_sums(graph, mixed)
         _select_multiplies(graph, mixed)

@@ -49,7 +49,9 @@ def test_minilm_ditto_secure_matches_its_emulation():
 
 def test_ditto_puma_is_correct_on_stock_minilm_weights():
     """The no-retraining mode: Ditto's rings with PUMA's approximations and the shipped
-    calibrated policy give the pretrained model's answer."""
+    calibrated policy give the pretrained model's answer. PUMA's GeLU runs its three
+    steps per layer as threshold_select kernels (reduced-ring comparisons of the real
+    activations, exact selects), and the secure run still matches its emulation."""
     from ditto_spu.demo import STOCK_POLICY
 
     assert os.path.exists(STOCK_POLICY)
@@ -59,6 +61,8 @@ def test_ditto_puma_is_correct_on_stock_minilm_weights():
     assert r.cosine_fp32 >= 0.99, r.summary()
     assert r.cosine_emulation >= 0.9999 and r.rel_l2_emulation < 0.02, r.summary()
     assert any(x.startswith("FXP32") for x in r.rings) and any(x.startswith("FXP64") for x in r.rings)
+    steps = [s for s in r.stats.steps[0] if s.kind == "threshold_select"]
+    assert len(steps) == 3 * 6 and all(s.rounds > 0 for s in steps)  # three GeLU steps in each of 6 layers
 
 
 def test_empty_text_is_a_clear_error_before_any_work():

@@ -2,7 +2,8 @@
 
 The companion of :mod:`.cast_kernels` for the kernels the compiler hands ops to
 (``matmul_fxp32``, ``multiply``, ``max_reduced_ring``, ``clamp_reduced_ring``,
-``exp_taylor_fxp32``, ``divide_calibrated``, ``rsqrt_calibrated``, ``sum_local``). Each runs through the real path — a one-step Plan on the 3-party
+``exp_taylor_fxp32``, ``divide_calibrated``, ``rsqrt_calibrated``, ``sum_local``,
+``threshold_select``). Each runs through the real path — a one-step Plan on the 3-party
 simulator — on inputs spread over its valid range (the bound or range the policy
 calibrates), at the sizes of one BERT-base layer by default (``scale`` shrinks them), and
 is compared with the exact function of the encoded inputs:
@@ -18,6 +19,10 @@ is compared with the exact function of the encoded inputs:
 * the sum: ulps against the exact sum (0: it is exact);
 * the multiply: ulps against the exact product of the encoded inputs (the truncation is
   within 1.5 ulps);
+* the threshold select (one of PUMA's GeLU steps, y·[x ≥ −1.95] in FXP64): ulps against
+  the exact select of the encoded inputs, over the elements outside the window of
+  2^(1−r) below the threshold where the kernel's step may take either value (stated: 0,
+  exact);
 * the softmax exp: absolute error against the Taylor form (1 + x/32)^32 of the encoded
   input (its own semantics, the kernel's module doc states the bound: 62 ulps of 2^−14).
 
@@ -201,6 +206,27 @@ def measure_divide(simulator, rng, *, rows: int, keys: int = 128, ring: RingSpec
     return _measurement(NAME, ring, [e.shape, total.shape], y, steps, error, "ulps", None)
 
 
+def measure_threshold_select(simulator, rng, *, shape: tuple, constant: float = -1.95, bound: float = 2000.0,
+                             ring: RingSpec = HIGH_RING):
+    """One of PUMA's GeLU steps, y·[x ≥ c], at the GeLU's shape: x spread over [−8, 8]
+    (a quarter of it within 1/4 of c), y its piece's size."""
+    from ..kernels.threshold_select import DEFAULT_RESOLUTION_BITS, NAME, encode_threshold, window
+
+    x = rng.uniform(-8.0, 8.0, shape)
+    near = rng.random(shape) < 0.25
+    x[near] = constant + rng.uniform(-0.25, 0.25, int(near.sum()))
+    y_in = rng.normal(0.0, 2.0, shape)
+    params = {"constant": constant, "strict": False, "below": False, "bound": bound,
+              "resolution_bits": DEFAULT_RESOLUTION_BITS}
+    y, steps = _run(simulator, NAME, ring, {"x": x, "y": y_in}, "float32", params, shape)
+    xq = _quantized(x, ring)
+    t = encode_threshold(constant, ring) * ring.ulp
+    outside = (xq < t - window(params)) | (xq >= t)
+    exact = np.where(xq >= t, _quantized(y_in, ring), 0.0)
+    error = np.abs(y - exact)[outside].max() / ring.ulp
+    return _measurement(NAME, ring, [x.shape, y_in.shape], y, steps, error, "ulps", 0.0)
+
+
 #: One measurement per call kernel, as f(simulator, rng, rows) with rows = 128 × scale.
 MEASUREMENTS = (
     lambda sim, rng, rows: measure_matmul(sim, rng, m=rows, k=768, n=768),
@@ -212,6 +238,7 @@ MEASUREMENTS = (
     lambda sim, rng, rows: measure_divide(sim, rng, rows=12 * rows),
     lambda sim, rng, rows: measure_rsqrt(sim, rng, n=rows),
     lambda sim, rng, rows: measure_sum(sim, rng, rows=rows),
+    lambda sim, rng, rows: measure_threshold_select(sim, rng, shape=(rows, 3072)),
 )
 JOBS = len(MEASUREMENTS)
 

@@ -142,11 +142,11 @@ def _operand(ctx, inputs: list, params: dict, name: str, offset: float = 0.0):
         raise PlanError(f"{name} compares fixed-point values, got {x.dtype}")
     bound, widths = _params(x.ring, params, name)
     if ctx.checked:
-        _check_within(ctx, x, offset, bound, name)
+        check_within(ctx, x, offset, bound, name)
     return x, widths
 
 
-def _check_within(ctx, share: AShare, offset: float, bound: float, name: str) -> None:
+def check_within(ctx, share: AShare, offset: float, bound: float, name: str) -> None:
     """CHECKED MODE ONLY (reveals the input to all parties)."""
     values = open_for_check(ctx, share).astype(np.float64) * share.ring.ulp - offset
     worst = float(np.max(np.abs(values), initial=0.0))

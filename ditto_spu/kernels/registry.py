@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import RingError
-from . import divide, exp_taylor, local_sum, matmul, multiply, reduce_max, rsqrt
+from . import divide, exp_taylor, local_sum, matmul, multiply, reduce_max, rsqrt, threshold_select
 
 _CALL_KERNELS: dict[str, Callable] = {
     matmul.NAME: matmul.matmul_fxp32,
@@ -20,6 +20,7 @@ _CALL_KERNELS: dict[str, Callable] = {
     exp_taylor.NAME: exp_taylor.exp_taylor_fxp32,
     divide.NAME: divide.divide_calibrated,
     rsqrt.NAME: rsqrt.rsqrt_calibrated,
+    threshold_select.NAME: threshold_select.threshold_select,
 }
 
 

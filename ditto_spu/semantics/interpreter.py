@@ -18,8 +18,10 @@ compiler's decisions equation by equation:
 * **casts**: an operand from another ring goes through the registered cast kernel's own
   emulation (:meth:`~ditto_spu.kernels.base.CastKernel.emulate`);
 * **kernels**: a ``dot_general`` that :func:`ditto_spu.kernels.matmul.selects` accepts is
-  evaluated by that kernel's emulation; other products as SPU computes them (exact at
-  2^(2f), truncated);
+  evaluated by that kernel's emulation; a product ``convert(x ≷ c) · y`` that the compiler
+  hands to :mod:`ditto_spu.kernels.threshold_select` exactly (the 0/1 indicator is an
+  integer share: no truncation, no product record); other products as SPU computes them
+  (exact at 2^(2f), truncated);
 * **SPU's rewrites and algorithms**: ``x / broadcast(y)`` → ``x · broadcast(1/y)`` (the
   compiler option our segments set), division by a public constant as a product with its
   encoded inverse, and exp / division / reciprocal / rsqrt / sqrt / tanh / logistic / log
@@ -111,6 +113,7 @@ SPU_ALGORITHMS = {
 }
 
 _PRODUCTS = ("mul", "dot_general", "square")
+_THRESHOLD_COMPARISONS = ("ge", "gt", "lt", "le")  # x ≷ c: a threshold select's step
 
 
 def is_float(dtype) -> bool:
@@ -215,6 +218,7 @@ class Interpreter:
         self._var_rings: dict = {}  # jaxpr var -> ring of its value (kernel selection rules)
         self._max_kernel_outs: set = set()  # vars computed by the max / clamp kernels
         self._exp_kernel_outs: set = set()  # vars computed by the softmax exp kernel
+        self._thresholds: dict = {}  # bool var of `x ≷ c` -> (x var, x, c as encoded, ring)
         self._region_depth = 0  # > 0 inside a loop or cond body, where SPU runs every op
         self._forced: Optional[RingSpec] = None  # ring of an enclosing control-flow op
         self._ring_cache: dict = {}
@@ -231,7 +235,10 @@ class Interpreter:
                 args.append(Val(self.arith.encode_input(x, ring, name), ring, False, True))
             else:
                 args.append(Val(x, None, False, False))
-        return [o.x for o in self.eval_jaxpr(closed.jaxpr, closed.consts, args, "")]
+        try:
+            return [o.x for o in self.eval_jaxpr(closed.jaxpr, closed.consts, args, "")]
+        finally:
+            self._thresholds.clear()  # operands held for the products that follow: this run's only
 
     # -- jaxpr walking ----------------------------------------------------------------------
     def _literal(self, val) -> Val:
@@ -329,6 +336,8 @@ class Interpreter:
             self._max_kernel(eqn, prim, xs, invals, ring, scope)
         if prim == "reduce_sum":
             self._sum_kernel(invals, ring, scope)
+        if prim in _THRESHOLD_COMPARISONS:
+            self._note_threshold(eqn, xs, invals, ring)
         if prim in _EXACT_PRIMS:
             return self._bind(eqn, xs)
         a = self.arith
@@ -338,6 +347,10 @@ class Interpreter:
 
             self.kernel_calls.append((scope, matmul.NAME))
             return [matmul.emulate(a, self._bind(eqn, xs)[0], ring, scope)]
+        if prim == "mul":
+            selected = self._threshold_select(eqn, xs, invals, ring, scope, producers)
+            if selected is not None:
+                return [selected]
         if prim in ("mul", "square", "integer_pow"):
             self._multiply_kernel(eqn, prim, invals, ring, scope, producers)
         if prim in ("mul", "dot_general"):
@@ -396,6 +409,53 @@ class Interpreter:
         self.kernel_calls.append((scope, kernel))
         self._max_kernel_outs.add(eqn.outvars[0])
         reduce_max.check_bound(self.arith, x, bound, ring, scope, kernel)
+
+    def _note_threshold(self, eqn, xs, invals, ring) -> None:
+        """Remember a comparison of a secret float value with a scalar public constant
+        (either side): a product with its converted result may be a threshold select."""
+        if not self.mixed or not self._kernels_on():
+            return  # the rule never applies here: hold nothing
+        secret = [i for i, v in enumerate(invals) if not v.const]
+        if len(secret) != 1 or not invals[secret[0]].is_float or jnp.ndim(invals[1 - secret[0]].x) != 0:
+            return
+        i = secret[0]
+        self._thresholds[eqn.outvars[0]] = (eqn.invars[i], xs[i], xs[1 - i], ring)
+
+    def _threshold_select(self, eqn, xs, invals, ring, scope, producers):
+        """The rule of :func:`passes.select_kernels._select_thresholds` on the jaxpr: ``y ·
+        convert(x ≷ c)`` (either order) with x and y secret floats of the product's ring
+        (neither a converted boolean or integer) and a comparison bound for the scope that
+        :func:`ditto_spu.kernels.threshold_select.selects` accepts. Returns the exact
+        product (the kernel multiplies by an integer 0/1 share, no truncation; its step is
+        modelled exact, see the kernel's window below c) after recording the call and
+        checking |x − c| against the bound; else None."""
+        from ..kernels import reduce_max, threshold_select
+
+        if not self._kernels_on():
+            return None
+        bound_for = getattr(self.policy, "bound_for", None)
+        for i in (0, 1):
+            var = eqn.invars[i]
+            convert = producers.get(var) if isinstance(var, jax.core.Var) else None
+            if convert is None or convert.primitive.name != "convert_element_type":
+                continue
+            flag = convert.invars[0]
+            found = self._thresholds.get(flag) if isinstance(flag, jax.core.Var) else None
+            if found is None or flag.aval.dtype != jnp.bool_:
+                continue
+            x_var, x, c, compare_ring = found
+            y_var, y = eqn.invars[1 - i], invals[1 - i]
+            if y.const or not y.is_float or compare_ring != ring:
+                continue
+            if _from_non_float(y_var, producers) or _from_non_float(x_var, producers):
+                continue
+            bound = bound_for(scope) if bound_for is not None else None
+            if not threshold_select.selects(ring, mixed=self.mixed, bound=bound, secret=True, float_operand=True):
+                continue
+            self.kernel_calls.append((scope, threshold_select.NAME))
+            reduce_max.check_bound(self.arith, x - c, bound, ring, scope, threshold_select.NAME)
+            return xs[i] * xs[1 - i]
+        return None
 
     def _sum_kernel(self, invals, ring, scope) -> None:
         """A sum the compiler hands to :mod:`ditto_spu.kernels.local_sum`: the same exact

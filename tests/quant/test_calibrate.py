@@ -146,3 +146,23 @@ def test_calibration_sentences_are_english_sentences():
     texts = calibration_sentences(5)
     assert len(texts) == 5 and len(set(texts)) == 5
     assert all(t[0].isupper() and len(t.split()) >= 6 for t in texts)
+
+
+def test_calibration_sets_the_comparison_bound_from_puma_gelu_steps():
+    """PUMA's GeLU (FXP64) after an FXP32 layer, as ditto-puma runs it: its three steps
+    are threshold selects whose |x − c| the emulator records against the bound, and
+    calibration sets the policy's bound from what they saw (× 1.25, a multiple of 16)."""
+    from ditto_spu.approx import PUMA_GELU_BREAKS, gelu_puma
+
+    def layer(x, w):
+        with jax.named_scope("net"), jax.named_scope("layer"), jax.named_scope("0"):
+            return gelu_puma(jnp.dot(x, w).astype(jnp.float32))
+
+    rs = np.random.RandomState(3)
+    w = (0.5 * rs.randn(16, 16)).astype(np.float16)
+    inputs = [((8.0 * rs.uniform(-1, 1, (4, 16))).astype(np.float16), w) for _ in range(2)]
+    res = calibrate_detailed(layer, Policy(), inputs)
+    pre = [np.asarray(jnp.dot(x, w).astype(jnp.float32), np.float64) for x, w in inputs]
+    seen = max(np.abs(p - c).max() for p in pre for c in PUMA_GELU_BREAKS)
+    assert seen * 1.25 <= res.policy.comparison_bound <= 16 * np.ceil(seen * 1.25 / 16) + 16
+    assert res.policy.comparison_bound < Policy().comparison_bound

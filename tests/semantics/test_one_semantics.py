@@ -92,9 +92,9 @@ _LOOP_ARGS = (
 _LOOP_POLICY = Policy().with_override("while", float16="FXP32[f=10]")
 
 
-def _bert():
+def _bert(mode_name="ditto"):
     model = load_model("tiny", num_hidden_layers=1, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
-    mode = load_mode("ditto")
+    mode = load_mode(mode_name)
     fwd = secure_forward(model, mode, output="last_hidden_state")
 
     def bert(params, x, mask):
@@ -126,6 +126,8 @@ def _gpt2():
 
 CASES = {
     "minilm_shaped_bert_1_layer": _bert,
+    # ditto-puma: PUMA's GeLU in FXP64, its three steps as threshold_select kernels
+    "minilm_shaped_bert_1_layer_ditto_puma": lambda: _bert("ditto-puma"),
     "gpt2_1_layer": _gpt2,
     "fori_loop": lambda: (_fori, _LOOP_ARGS, _LOOP_POLICY),
     "while": lambda: (_while, _LOOP_ARGS, None),
@@ -285,6 +287,33 @@ def test_softmax_maxima_and_layernorm_rsqrt_run_as_kernels_in_both_views():
     _, c_off = compiler_view(fn, *args, policy=no_bound)
     _, i_off = interpreter_view(fn, *args, policy=no_bound)
     assert {k for _, k in c_off} == {k for _, k in i_off} == {"matmul_fxp32", "sum_local", "multiply"}
+
+
+def test_puma_gelu_steps_run_as_threshold_selects_in_both_views():
+    """ditto-puma's GeLU: its three steps (x ≥ −4, x ≥ −1.95, x > 3, each times its
+    piece) go to threshold_select in the compiler and in the interpreter, at the same
+    scopes; nothing else does; the FXP64-only baseline keeps SPU's comparisons."""
+    fn, args, policy = case("minilm_shaped_bert_1_layer_ditto_puma")
+    _, c_kernels = compiler_view(fn, *args, policy=policy)
+    _, i_kernels = interpreter_view(fn, *args, policy=policy)
+    steps = [scope for scope, k in c_kernels if k == "threshold_select"]
+    assert len(steps) == 3 and all("/gelu_puma/" in scope for scope in steps)
+    assert sorted(c_kernels) == sorted(i_kernels)
+    uniform = Policy.uniform(RingSpec.parse("FXP64[f=18]"))
+    assert compiler_view(fn, *args, policy=uniform)[1] == interpreter_view(fn, *args, policy=uniform)[1] == []
+
+
+def test_a_gelu_input_beyond_the_comparison_bound_is_named_by_the_emulator():
+    """The steps' bound is checked on |x − c|: a bound below this layer's GeLU inputs'
+    distance to −4 is an error naming the GeLU's product scope."""
+    from ditto_spu.quant.emulator import EmulatorOptions, RingOverflowError
+
+    fn, args, policy = case("minilm_shaped_bert_1_layer_ditto_puma")
+    policy = Policy.from_obj({**policy.to_obj(), "overrides": [o.to_obj() for o in policy.overrides] + [
+        {"scope": "*/gelu_puma/*", "comparison_bound": 2.0}
+    ]})
+    with pytest.raises(RingOverflowError, match=r"gelu_puma/mul.*comparison bound 2"):
+        emulate(fn, policy, options=EmulatorOptions(mode="raise")).evaluate(*args)
 
 
 def test_a_score_beyond_the_comparison_bound_is_named_by_the_emulator():
