@@ -43,8 +43,6 @@ sends nothing before the truncation; the truncation's messages are uniform by
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import PlanError
@@ -52,7 +50,7 @@ from ..rings import RingSpec
 from ..shares import AShare
 from .base import PartyContext
 from .casts import run_cast
-from .rss import open_for_check, require_product_fits, reshare
+from .rss import encode_public_constant, open_for_check, require_product_fits, reshare
 
 NAME = "multiply"
 DEFAULT_MIN_ELEMENTS = 4096
@@ -81,12 +79,7 @@ def selects(
 
 def encode_constant(c: float, ring: RingSpec) -> int:
     """SPU's encoding of a public constant in ``ring``: trunc(c·2^f), toward zero."""
-    if not math.isfinite(c):
-        raise PlanError(f"{NAME}: the public factor must be finite, got {c}")
-    value = math.trunc(c * 2.0**ring.frac_bits)
-    if abs(value) >= 1 << (ring.bits - 2):
-        raise PlanError(f"{NAME}: the public factor {c} does not fit {ring}")
-    return value
+    return encode_public_constant(c, ring, f"{NAME}: the public factor")
 
 
 def multiply(ctx: PartyContext, inputs: list, params: dict) -> list:

@@ -7,9 +7,11 @@ s_{rank+1}`` with x = s0 + s1 + s2 (mod 2^l). Everything here except
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..errors import RangeError
+from ..errors import PlanError, RangeError
 from ..rings import RingSpec
 from ..shares import AShare, is_fixed_point
 
@@ -33,6 +35,18 @@ def add_public_to_s0(components: np.ndarray, rank: int, constant: int) -> np.nda
     if column is not None:
         out[..., column] += dtype.type(int(constant) % (1 << bits))
     return out
+
+
+def encode_public_constant(c: float, ring: RingSpec, what: str) -> int:
+    """SPU's encoding of a public constant in ``ring``: trunc(c·2^f), toward zero (the
+    multiply kernel's factors, the threshold selects' thresholds). ``what`` names the
+    constant in the error (e.g. "multiply: the public factor")."""
+    if not math.isfinite(c):
+        raise PlanError(f"{what} must be finite, got {c}")
+    value = math.trunc(c * 2.0**ring.frac_bits)
+    if abs(value) >= 1 << (ring.bits - 2):
+        raise PlanError(f"{what} {c} does not fit {ring}")
+    return value
 
 
 def shift_left(values: np.ndarray, amount: int) -> np.ndarray:

@@ -66,8 +66,6 @@ role 0's sharing mask is missing or reused.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import PlanError
@@ -76,7 +74,7 @@ from ..shares import AShare, is_fixed_point
 from .base import PartyContext
 from .compare import bit_injection, msb, msb_rounds, multiply_sum, not_gate, reduce_components
 from .reduce_max import check_within, reduced_width
-from .rss import add_public_to_s0
+from .rss import add_public_to_s0, encode_public_constant
 
 NAME = "threshold_select"
 DEFAULT_RESOLUTION_BITS = 4
@@ -123,12 +121,7 @@ def rounds(width: int) -> int:
 
 def encode_threshold(constant: float, ring: RingSpec) -> int:
     """C = trunc(c·2^f): a public constant as SPU (and the semantics) encode it."""
-    if not math.isfinite(constant):
-        raise PlanError(f"{NAME}: the threshold must be finite, got {constant}")
-    value = math.trunc(constant * 2.0**ring.frac_bits)
-    if abs(value) >= 1 << (ring.bits - 2):
-        raise PlanError(f"{NAME}: the threshold {constant} does not fit {ring}")
-    return value
+    return encode_public_constant(constant, ring, f"{NAME}: the threshold")
 
 
 def _settings(x: AShare, y: AShare, params: dict):
