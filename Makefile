@@ -39,7 +39,7 @@ test-all: setup
 bench: setup
 	benchmarks/run_full.sh
 
-# The documented MiniLM QAD (docs/distillation.md): ~20 min on 2 cores, then its evaluation
+# The documented MiniLM QAD (docs/distillation.md): ~13 min of training on 2 cores, then its evaluation
 # (held-out cosine, neighbour agreement, 8 secure runs against the emulation), ~2 min.
 distill: setup
 	$(VENV)/bin/ditto-spu distill --teacher minilm --mode ditto --policy configs/policy_minilm_ditto.json \
