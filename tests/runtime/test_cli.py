@@ -29,6 +29,8 @@ def test_kernels_json_reports_every_call_kernel_within_spec():
     bounds, rounds equal to the message depths the module docs state."""
     from ditto_spu.kernels.reduce_max import max_rounds
     from ditto_spu.kernels.rsqrt import rounds as rsqrt_rounds
+    from ditto_spu.kernels.threshold_select import bits_per_element as threshold_select_bits
+    from ditto_spu.kernels.threshold_select import rounds as threshold_select_rounds
     from ditto_spu.rings import FXP64
 
     proc = subprocess.run(
@@ -40,7 +42,7 @@ def test_kernels_json_reports_every_call_kernel_within_spec():
     rows = {r["kernel"]: r for r in measured}
     assert set(rows) == {
         "matmul_fxp32", "multiply", "max_reduced_ring", "clamp_reduced_ring", "exp_taylor_fxp32", "rsqrt_calibrated",
-        "sum_local", "divide_calibrated",
+        "sum_local", "divide_calibrated", "threshold_select",
     }
     products = {r["ring"]: r for r in measured if r["kernel"] == "multiply"}
     assert set(products) == {"FXP32[f=8]", "FXP64[f=18]"}
@@ -60,6 +62,9 @@ def test_kernels_json_reports_every_call_kernel_within_spec():
     # the message depth
     assert max_rounds(128, 17) - 1 <= rows["max_reduced_ring"]["rounds"] <= max_rounds(128, 17)
     assert rows["clamp_reduced_ring"]["rounds"] == 8
+    select = rows["threshold_select"]  # exact outside its window; depth and bits as its module doc states
+    assert select["max_error"] == 0 and select["rounds"] == threshold_select_rounds(17)
+    assert select["bits_per_output"] == threshold_select_bits(17, 64)
     assert rows["rsqrt_calibrated"]["rounds"] == rsqrt_rounds(FXP64(18), 2.0**-12, 2.0**16)
     assert rows["rsqrt_calibrated"]["error_unit"] == "relative" and rows["rsqrt_calibrated"]["max_error"] < 0.01
 
