@@ -48,7 +48,6 @@ class StepStats:
         return d
 
 
-
 def check_party_inputs(plan: Plan, inputs: dict, rank: int) -> None:
     """Raise PlanError unless ``inputs`` holds every input share ``plan`` reads, each in the
     ring and shape the plan declares (checked before any party talks to a peer)."""
@@ -61,6 +60,7 @@ def check_party_inputs(plan: Plan, inputs: dict, rank: int) -> None:
                 f"party {rank}: input {binding.name!r} is {share.ring} {share.shape}, "
                 f"the plan expects {binding.info.ring} {binding.info.shape}"
             )
+
 
 class PartyRuntime:
     """Runs Plans for one party over one link (``libspu.link.Context``)."""

@@ -284,7 +284,7 @@ def _causes(failures: list, error_of) -> list:
     def own(err) -> bool:
         return isinstance(err, DittoError) and not isinstance(getattr(err, "cause", None), str)
 
-    for keep in (lambda e: own(e), lambda e: not _is_peer_timeout(e)):
+    for keep in (own, lambda e: not _is_peer_timeout(e)):
         picked = [f for f in failures if keep(error_of(f))]
         if picked:
             return picked
