@@ -85,6 +85,42 @@ def test_gelu_puma_is_close_to_exact_gelu():
     assert err[x < -4].max() < 2e-4
 
 
+def test_gelu_quad_steps_pieces_and_error():
+    """0 below −1.72, 0.28x² + 0.5x + 0.03 between, x from 1.72 on; within 0.075 of the
+    erf GeLU everywhere (worst at the breaks), exactly 0 far below."""
+    x = np.linspace(-12, 12, 24001)
+    quad = 0.28 * x**2 + 0.5 * x + 0.03
+    want = np.where(x < -1.72, 0.0, np.where(x < 1.72, quad, x))
+    got = np.asarray(approx.gelu_quad_steps(jnp.asarray(x, jnp.float32)), np.float64)
+    away = np.abs(np.abs(x) - 1.72) > 1e-4  # at a break float32 rounding picks the side
+    assert np.all((np.abs(got - want) <= 2e-5 * np.maximum(1.0, np.abs(x)))[away])
+    assert np.all(got[(x < -1.72) & away] == 0.0)
+    err = np.abs(got - _erf_gelu(x))
+    assert 0.07 < err.max() < 0.075
+    assert err[np.abs(x) < 1.5].max() < 0.035
+
+
+def test_gelu_quad_steps_constants_are_the_least_squares_fit():
+    """The shipped breaks and coefficients are the (rounded) minimiser of the squared error
+    against the erf GeLU under an N(0, 2²) weight: at the shipped break the best quadratic
+    is the shipped one to the rounding, and moving the break either way costs more."""
+    x = np.linspace(-10, 10, 40001)
+    w = np.exp(-(x**2) / 8.0)
+    g = _erf_gelu(x)
+
+    def fit(b):
+        mid = (x >= -b) & (x < b)
+        a = np.stack([x[mid] ** 2, x[mid], np.ones(mid.sum())], 1) * np.sqrt(w[mid])[:, None]
+        coeffs = np.linalg.lstsq(a, g[mid] * np.sqrt(w[mid]), rcond=None)[0]
+        q = coeffs[0] * x**2 + coeffs[1] * x + coeffs[2]
+        piecewise = np.where(x < -b, 0.0, np.where(x < b, q, x))
+        return coeffs, float(np.sum(w * (piecewise - g) ** 2))
+
+    coeffs, cost = fit(approx.QUAD_STEPS_GELU_BREAK)
+    np.testing.assert_allclose(coeffs, approx.QUAD_STEPS_GELU_COEFFS, atol=0.005)
+    assert cost < fit(1.6)[1] and cost < fit(1.85)[1]
+
+
 def test_gelu_exact_is_erf_gelu():
     x = np.linspace(-5, 5, 101)
     np.testing.assert_allclose(approx.gelu_exact(jnp.asarray(x, jnp.float32)), _erf_gelu(x), atol=1e-6)

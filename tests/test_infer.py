@@ -65,6 +65,21 @@ def test_ditto_puma_is_correct_on_stock_minilm_weights():
     assert len(steps) == 3 * 6 and all(s.rounds > 0 for s in steps)  # three GeLU steps in each of 6 layers
 
 
+def test_ditto_steps_keeps_stock_minilm_close_with_two_fxp32_steps_per_layer():
+    """The stepped quadratic GeLU is 0 / x where GeLU is, so the pretrained weights keep
+    their meaning: with its shipped calibrated policy the secure run is close to FP32 and
+    matches its emulation, and each layer's GeLU runs two threshold_select kernels."""
+    policy = os.path.join(CONFIGS, "policy_minilm_ditto_steps.json")
+    r = secure_inference(
+        "minilm", "ditto-steps", "Secure inference keeps the sentence private.", seq_len=16, policy=policy
+    )
+    assert r.cosine_fp32 >= 0.98, r.summary()  # measured 0.9913
+    # FXP32 GeLU: SPU's truncation noise at f = 9…11 (measured 0.99991–0.99992, rel. L2 0.012–0.014)
+    assert r.cosine_emulation >= 0.9995 and r.rel_l2_emulation < 0.03, r.summary()
+    steps = [s for s in r.stats.steps[0] if s.kind == "threshold_select"]
+    assert len(steps) == 2 * 6 and all(s.rounds > 0 for s in steps)
+
+
 def test_empty_text_is_a_clear_error_before_any_work():
     from ditto_spu.errors import DittoError
     from ditto_spu.infer import secure_inference

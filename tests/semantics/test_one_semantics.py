@@ -128,6 +128,8 @@ CASES = {
     "minilm_shaped_bert_1_layer": _bert,
     # ditto-puma: PUMA's GeLU in FXP64, its three steps as threshold_select kernels
     "minilm_shaped_bert_1_layer_ditto_puma": lambda: _bert("ditto-puma"),
+    # ditto-steps: a quadratic between two steps, all in FXP32, the steps as threshold_select
+    "minilm_shaped_bert_1_layer_ditto_steps": lambda: _bert("ditto-steps"),
     "gpt2_1_layer": _gpt2,
     "fori_loop": lambda: (_fori, _LOOP_ARGS, _LOOP_POLICY),
     "while": lambda: (_while, _LOOP_ARGS, None),
@@ -301,6 +303,20 @@ def test_puma_gelu_steps_run_as_threshold_selects_in_both_views():
     assert sorted(c_kernels) == sorted(i_kernels)
     uniform = Policy.uniform(RingSpec.parse("FXP64[f=18]"))
     assert compiler_view(fn, *args, policy=uniform)[1] == interpreter_view(fn, *args, policy=uniform)[1] == []
+
+
+def test_stepped_quad_gelu_runs_its_two_steps_as_fxp32_threshold_selects_in_both_views():
+    """ditto-steps' GeLU: x ≥ −1.72 and x ≥ 1.72, each times its piece, go to
+    threshold_select in the compiler and in the interpreter, at the same scopes, in the
+    layer's FXP32 ring (ditto-puma's run in FXP64)."""
+    fn, args, policy = case("minilm_shaped_bert_1_layer_ditto_steps")
+    c_rings, c_kernels = compiler_view(fn, *args, policy=policy)
+    _, i_kernels = interpreter_view(fn, *args, policy=policy)
+    steps = [scope for scope, k in c_kernels if k == "threshold_select"]
+    assert len(steps) == 2 and all("/gelu_quad-steps/" in scope for scope in steps)
+    assert sorted(c_kernels) == sorted(i_kernels)
+    ring_of = dict(c_rings)
+    assert {str(ring_of[scope]) for scope in steps} == {"FXP32[f=12]"}
 
 
 def test_a_gelu_input_beyond_the_comparison_bound_is_named_by_the_emulator():
