@@ -104,7 +104,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model-id", default=None, help="with --config: the model id uploaded with --task generate")
     p.add_argument("--logits", action="store_true", help="with --config --json: print each step's logits too")
     p.add_argument("--model", default="tiny-gpt2", help="tiny-gpt2, gpt2-base, gpt2-medium or a GPT-2 LM directory")
-    p.add_argument("--mode", default="ditto", help="puma, mpcformer, ditto, ditto-puma, ditto-2quad, exact or a mode JSON")
+    p.add_argument("--mode", default="ditto", help="puma, mpcformer, ditto, ditto-puma, ditto-steps, ditto-2quad, exact or a mode JSON")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="Secure inference keeps both the model and the input private",
                         help="prompt text (the model's tokenizer, else the word hash of `infer`)")

@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="one secure inference in simulation, compared with plaintext")
     p.add_argument("--model", default="minilm", help="minilm, bert-base, bert-large, gpt2-base, "
                    "gpt2-medium, tiny, tiny-gpt2, or a local checkpoint directory")
-    p.add_argument("--mode", default=None, help="puma, mpcformer, ditto, ditto-puma, ditto-2quad, exact, or a mode "
+    p.add_argument("--mode", default=None, help="puma, mpcformer, ditto, ditto-puma, ditto-steps, ditto-2quad, exact, or a mode "
                    "JSON (default: the mode a distilled student records, else ditto)")
     p.add_argument("--text", default="Secure inference keeps both the model and the input private.")
     p.add_argument("--seq-len", type=int, default=32)
