@@ -110,9 +110,9 @@ def _bert(mode_name="ditto"):
     return bert, (model.params, one_hot_ids(ids, model.config.vocab_size, np.float16), mask), policy
 
 
-def _gpt2():
+def _gpt2(mode_name="ditto"):
     model = load_model("tiny-gpt2", n_layer=1, n_embd=256, n_head=4, vocab_size=1000, n_positions=128)
-    mode = load_mode("ditto")
+    mode = load_mode(mode_name)
     fwd = secure_forward(model, mode)
 
     def gpt2(params, x, mask):
@@ -131,6 +131,7 @@ CASES = {
     # ditto-steps: a quadratic between two steps, all in FXP32, the steps as threshold_select
     "minilm_shaped_bert_1_layer_ditto_steps": lambda: _bert("ditto-steps"),
     "gpt2_1_layer": _gpt2,
+    "gpt2_1_layer_ditto_steps": lambda: _gpt2("ditto-steps"),  # GPT-2's gelu_new, the same two steps
     "fori_loop": lambda: (_fori, _LOOP_ARGS, _LOOP_POLICY),
     "while": lambda: (_while, _LOOP_ARGS, None),
     "cond": lambda: (_cond, _LOOP_ARGS, None),
@@ -305,18 +306,22 @@ def test_puma_gelu_steps_run_as_threshold_selects_in_both_views():
     assert compiler_view(fn, *args, policy=uniform)[1] == interpreter_view(fn, *args, policy=uniform)[1] == []
 
 
-def test_stepped_quad_gelu_runs_its_two_steps_as_fxp32_threshold_selects_in_both_views():
+@pytest.mark.parametrize("name, ring", [
+    ("minilm_shaped_bert_1_layer_ditto_steps", "FXP32[f=12]"),  # the policy's layer-0 override
+    ("gpt2_1_layer_ditto_steps", "FXP32[f=12]"),
+])
+def test_stepped_quad_gelu_runs_its_two_steps_as_fxp32_threshold_selects_in_both_views(name, ring):
     """ditto-steps' GeLU: x ≥ −1.72 and x ≥ 1.72, each times its piece, go to
     threshold_select in the compiler and in the interpreter, at the same scopes, in the
     layer's FXP32 ring (ditto-puma's run in FXP64)."""
-    fn, args, policy = case("minilm_shaped_bert_1_layer_ditto_steps")
+    fn, args, policy = case(name)
     c_rings, c_kernels = compiler_view(fn, *args, policy=policy)
     _, i_kernels = interpreter_view(fn, *args, policy=policy)
     steps = [scope for scope, k in c_kernels if k == "threshold_select"]
-    assert len(steps) == 2 and all("/gelu_quad-steps/" in scope for scope in steps)
+    assert len(steps) == 2 and all("/gelu_quad-steps/" in scope for scope in steps), c_kernels
     assert sorted(c_kernels) == sorted(i_kernels)
     ring_of = dict(c_rings)
-    assert {str(ring_of[scope]) for scope in steps} == {"FXP32[f=12]"}
+    assert {str(ring_of[scope]) for scope in steps} == {ring}
 
 
 def test_a_gelu_input_beyond_the_comparison_bound_is_named_by_the_emulator():
