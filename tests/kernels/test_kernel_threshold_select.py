@@ -199,7 +199,7 @@ def test_selection_rule():
 
 # ---- what a receiving party sees -----------------------------------------------------------
 VIEW_SEED = 9
-VIEW_RING = FXP64(18)
+VIEW_RINGS = [FXP64(18), FXP32(10)]  # ditto-puma's steps run in FXP64, ditto-steps' in FXP32
 VIEW_PARAMS = {"constant": -1.95, "bound": 64.0}
 
 
@@ -212,27 +212,29 @@ BROKEN = {
 }
 
 
-def _party2_view(x, y, broken=None):
+def _party2_view(x, y, broken=None, ring=VIEW_RINGS[0]):
     """What party 2 receives during one threshold select, message by message as byte
     values, plus the first message (party 0's A ⊕ ρ for the sign of x − c) with party
     2's own first pad with party 0 removed. Party 2's own components and PRG streams are
     the same whatever the secret (same seeds; the secret lives in s_1 only)."""
     n = x.size
-    xs = fixed_view_shares(x, VIEW_RING, "float32")
-    ys = fixed_view_shares(y, VIEW_RING, "float32")
+    dtype = "float32" if ring.bits == 64 else "float16"
+    xs = fixed_view_shares(x, ring, dtype)
+    ys = fixed_view_shares(y, ring, dtype)
     prgs = PairwisePRG.deterministic_trio(VIEW_SEED)
     if broken is not None:
         prgs[0] = BROKEN[broken](prgs[0])
     got = received_messages(lambda ctx, pair: threshold_select(ctx, list(pair), VIEW_PARAMS), list(zip(xs, ys)), prgs)
-    width = reduced_width(VIEW_RING, VIEW_PARAMS["bound"])[1]
+    width = reduced_width(ring, VIEW_PARAMS["bound"])[1]
     assert got[0][0] == 0
     own = PairwisePRG.deterministic_trio(VIEW_SEED)[2].shared(0, (width, -(-n // 8)), np.uint8)
     view = got + [("0, own pad removed", without_bit_pad(got[0][1], own))]
     return [(src, np.frombuffer(p, np.uint8).astype(np.float64)) for src, p in view]
 
 
+@pytest.mark.parametrize("ring", VIEW_RINGS, ids=str)
 @pytest.mark.parametrize("broken", [None, *BROKEN])
-def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
+def test_what_party_2_receives_does_not_depend_on_the_secret(broken, ring):
     """Party 2's own components and PRG streams are fixed; only s_1 changes with the secret
     (3000 elements with x in [−30, −15] and y near 7 vs x in [2, 9] and y near −100:
     opposite sides of c, different selected values). Every message it receives — the
@@ -241,6 +243,6 @@ def test_what_party_2_receives_does_not_depend_on_the_secret(broken):
     mask missing or reused, one of them is A = s'0 + s'1 bit-sliced: its high lanes are
     nearly constant bytes, and not the same for both."""
     rng = np.random.default_rng(0)
-    low = _party2_view(rng.uniform(-30.0, -15.0, 3000), rng.uniform(6.0, 8.0, 3000), broken)
-    high = _party2_view(rng.uniform(2.0, 9.0, 3000), rng.uniform(-101.0, -99.0, 3000), broken)
+    low = _party2_view(rng.uniform(-30.0, -15.0, 3000), rng.uniform(6.0, 8.0, 3000), broken, ring)
+    high = _party2_view(rng.uniform(2.0, 9.0, 3000), rng.uniform(-101.0, -99.0, 3000), broken, ring)
     assert_views_alike(low, high, broken)
