@@ -78,7 +78,9 @@ def test_a_built_wheel_in_a_fresh_venv_runs_a_tiny_ditto_inference(tmp_path):
     import json
 
     result = json.loads(out.stdout[out.stdout.index("{"):])
-    assert result["mode"] == "ditto" and result["cosine_emulation"] > 0.999, result
+    # random tiny weights at the default FXP32[f=8]: SPU's truncation noise alone gives
+    # 0.9989–0.9995 over six runs (0.999 failed one CI run); a wrong install gives ~0
+    assert result["mode"] == "ditto" and result["cosine_emulation"] > 0.995, result
     probe = subprocess.run(
         [str(python), "-c", "import ditto_spu, passes; print(ditto_spu.__file__); print(passes.__file__)"],
         capture_output=True, text=True, cwd=work, env=env, timeout=120,
